@@ -69,7 +69,9 @@ export async function readPastedCode(
     }
   } finally {
     signal.removeEventListener("abort", onAbort);
-    reader.releaseLock();
+    // Cancelling, not just releasing, stops the pending read of standard
+    // input, which would otherwise keep the process alive after the login.
+    await reader.cancel().catch(() => {});
   }
 }
 
