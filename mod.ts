@@ -78,3 +78,24 @@ export {
   SpotifyResponseError,
   SpotifyStateError,
 } from "./src/errors.ts";
+export {
+  MemoryTokenStore,
+  SpotifyTokenStoreError,
+  type TokenKey,
+  type TokenRecord,
+  type TokenStore,
+  type TokenStoreOptions,
+} from "./src/token_store.ts";
+export {
+  defaultTokenDirectory,
+  FileTokenStore,
+  type FileTokenStoreOptions,
+} from "./src/file_token_store.ts";
+export {
+  type ConsentExpiringInfo,
+  createSpotifyAuth,
+  type SpotifyAuth,
+  type SpotifyAuthCallOptions,
+  type SpotifyAuthFlow,
+  type SpotifyAuthOptions,
+} from "./src/session.ts";

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { abortable } from "./_abort.ts";
 import { SpotifyAuthError } from "./errors.ts";
 
 /** Options for {@linkcode browserCommands}. */
@@ -164,10 +165,8 @@ async function launch(
   const stillRunning = new Promise<"running">((resolve) => {
     timer = setTimeout(() => resolve("running"), grace);
   });
-  const aborted = new Promise<"running">((resolve) => {
-    signal?.addEventListener("abort", () => resolve("running"), { once: true });
-  });
-  const outcome = await Promise.race([child.status, stillRunning, aborted]);
+  const outcome = await abortable(Promise.race([child.status, stillRunning]), signal)
+    .catch(() => "running" as const);
   clearTimeout(timer);
   if (outcome === "running") {
     child.unref();
