@@ -4,7 +4,7 @@
  * @module
  */
 
-import { abortable } from "./_abort.ts";
+import { abortable } from "./_timing.ts";
 import { SpotifyAuthError } from "./errors.ts";
 
 /** Options for {@linkcode browserCommands}. */

@@ -13,6 +13,7 @@ import {
   SpotifyStateError,
 } from "./errors.ts";
 import { parseRedirectUri } from "./redirect_uri.ts";
+import { checkTimeout, formatDuration } from "./_timing.ts";
 
 /** Options for {@linkcode startCallbackServer}. */
 export interface StartCallbackServerOptions {
@@ -241,16 +242,19 @@ function listen(options: StartCallbackServerOptions): CallbackServer {
     expectedState: string,
     waitOptions: WaitForCodeOptions = {},
   ): Promise<string> => {
-    if (waited) {
-      return Promise.reject(
-        new TypeError("Cannot wait twice: a callback listener serves one login; start a new one"),
-      );
+    const { timeout = DEFAULT_TIMEOUT, signal } = waitOptions;
+    try {
+      if (waited) {
+        throw new TypeError(
+          "Cannot wait twice: a callback listener serves one login; start a new one",
+        );
+      }
+      if (!expectedState) throw new TypeError("Cannot wait for a callback: expectedState is empty");
+      checkTimeout("timeout", timeout);
+    } catch (error) {
+      return Promise.reject(error);
     }
     waited = true;
-    if (!expectedState) {
-      return Promise.reject(new TypeError("Cannot wait for a callback: expectedState is empty"));
-    }
-    const { timeout = DEFAULT_TIMEOUT, signal } = waitOptions;
     if (closing) {
       return Promise.reject(
         options.signal?.reason ?? new DOMException("The callback listener is closed", "AbortError"),
@@ -338,11 +342,4 @@ function timeoutMessage(timeout: number, redirectUri: string, rejectedStates: nu
   return `Timed out after ${
     formatDuration(timeout)
   } waiting for the browser to come back to ${redirectUri}. If the browser shows "INVALID_CLIENT: Invalid redirect URI", register that URI (or the same one without its port) in the Spotify dashboard.${rejected}`;
-}
-
-function formatDuration(ms: number): string {
-  if (ms < 1000) return `${ms} ms`;
-  const seconds = ms / 1000;
-  if (seconds < 120) return `${Number(seconds.toFixed(1))} seconds`;
-  return `${Number((seconds / 60).toFixed(1))} minutes`;
 }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { abortable } from "./_abort.ts";
+import { abortable } from "./_timing.ts";
 import {
   SpotifyTokenStoreError,
   type TokenKey,

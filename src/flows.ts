@@ -10,6 +10,7 @@ import { startCallbackServer } from "./callback_server.ts";
 import { createCodeChallenge, createCodeVerifier, createState } from "./pkce.ts";
 import { inputEnded, readPastedCode, say } from "./paste.ts";
 import { parseRedirectUri } from "./redirect_uri.ts";
+import { abortable, checkTimeout, formatDuration } from "./_timing.ts";
 import type { ScopeInput } from "./scopes.ts";
 import type { SpotifyToken } from "./token.ts";
 import { requestToken, type TokenEndpointOptions } from "./token_endpoint.ts";
@@ -133,7 +134,12 @@ export async function pkceFlow(options: PkceFlowOptions): Promise<SpotifyToken> 
   const verifier = createCodeVerifier();
   const challenge = await createCodeChallenge(verifier);
   const { code, redirectUri } = await authorize(options, challenge);
-  return exchangeCode(code, { ...options, redirectUri, codeVerifier: verifier });
+  return exchangeCode(code, {
+    clientId: options.clientId,
+    redirectUri,
+    codeVerifier: verifier,
+    ...endpointOptions(options),
+  });
 }
 
 /**
@@ -171,7 +177,12 @@ export async function authorizationCodeFlow(
     );
   }
   const { code, redirectUri } = await authorize(options, undefined);
-  return exchangeCode(code, { ...options, redirectUri });
+  return exchangeCode(code, {
+    clientId: options.clientId,
+    clientSecret: options.clientSecret,
+    redirectUri,
+    ...endpointOptions(options),
+  });
 }
 
 /** Options for {@linkcode exchangeCode}. */
@@ -314,6 +325,13 @@ export function refreshToken(
   );
 }
 
+// Only what the token endpoint needs: a secret in a shared options object
+// must never reach a PKCE exchange.
+function endpointOptions(options: TokenEndpointOptions): TokenEndpointOptions {
+  const { tokenEndpoint, fetch, now, signal, requestTimeout } = options;
+  return { tokenEndpoint, fetch, now, signal, requestTimeout };
+}
+
 /** Sends the user to the consent page and waits for the code. */
 async function authorize(
   options: InteractiveFlowOptions,
@@ -322,6 +340,7 @@ async function authorize(
   if (!options.clientId) throw new TypeError("Cannot log in: clientId is empty");
   const { loopback } = parseRedirectUri(options.redirectUri);
   const { signal, timeout = 300_000, openBrowser = true } = options;
+  checkTimeout("timeout", timeout);
   signal?.throwIfAborted();
   const state = options.state ?? createState();
 
@@ -339,76 +358,64 @@ async function authorize(
     authorizeEndpoint: options.authorizeEndpoint,
   });
 
-  // The loser of the race between listener and paste is stopped here.
+  // Aborted when the login ends, however it ends, to stop whatever still waits.
   const done = new AbortController();
   const waitSignal = signal ? AbortSignal.any([signal, done.signal]) : done.signal;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    const fromServer = server?.waitForCode(state, { timeout, signal: waitSignal });
-    // Registered before the browser opens, so a fast redirect is never missed
-    // and a rejection is never unhandled.
-    fromServer?.catch(() => {});
+    // What ends the login whatever the browser opener or the paste prompt do:
+    // the listener (which has its own timeout), or else a timer of our own.
+    const deadline = server?.waitForCode(state, { timeout, signal: waitSignal }) ??
+      abortable(
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() =>
+            reject(
+              new DOMException(
+                `Timed out after ${
+                  formatDuration(timeout)
+                } waiting for the redirected address to be pasted. Run the login again.`,
+                "TimeoutError",
+              ),
+            ), timeout);
+        }),
+        waitSignal,
+      );
+    deadline.catch(() => {});
 
-    let paste = !server;
-    if (typeof openBrowser === "function") {
-      await openBrowser(url);
-    } else if (openBrowser) {
-      try {
-        await launchBrowser(url, { signal: waitSignal });
-      } catch (error) {
-        if (waitSignal.aborted) throw error;
-        say(`${error instanceof Error ? error.message : String(error)}.\n`);
+    const viaUser = (async () => {
+      let paste = !server;
+      if (typeof openBrowser === "function") {
+        await openBrowser(url);
+      } else if (openBrowser) {
+        try {
+          await launchBrowser(url, { signal: waitSignal });
+        } catch (error) {
+          if (waitSignal.aborted) throw error;
+          say(`${error instanceof Error ? error.message : String(error)}.\n`);
+          showUrl(url);
+          paste = true;
+        }
+      } else {
         showUrl(url);
         paste = true;
       }
-    } else {
-      showUrl(url);
-      paste = true;
-    }
+      if (!paste) return deadline;
+      const pasted = await readPastedCode(state, waitSignal);
+      if (pasted !== "ended" && pasted !== "closed") return pasted;
+      // Nothing more can be pasted, but the browser may still come back.
+      if (server) return deadline;
+      throw inputEnded(pasted);
+    })();
+    viaUser.catch(() => {});
 
-    const code =
-      await (paste ? raceWithPaste(fromServer, state, waitSignal, timeout) : fromServer!);
+    const code = await Promise.race([deadline, viaUser]);
     return { code, redirectUri };
   } finally {
+    clearTimeout(timer);
     done.abort();
   }
 }
 
 function showUrl(url: URL): void {
   say(`Open this address in a browser to log in to Spotify:\n\n  ${url.href}\n\n`);
-}
-
-async function raceWithPaste(
-  fromServer: Promise<string> | undefined,
-  state: string,
-  signal: AbortSignal,
-  timeout: number,
-): Promise<string> {
-  const pasted = readPastedCode(state, signal).then((code) => {
-    if (code !== undefined) return code;
-    if (!fromServer) throw inputEnded();
-    // Nothing more can be pasted, but the browser may still come back.
-    return fromServer;
-  });
-  // Whichever loses is aborted afterwards; its rejection is expected.
-  pasted.catch(() => {});
-  if (fromServer) return Promise.race([fromServer, pasted]);
-
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new DOMException(
-            `Timed out after ${timeout} ms waiting for the redirected address to be pasted. Run the login again.`,
-            "TimeoutError",
-          ),
-        ),
-      timeout,
-    );
-  });
-  try {
-    return await Promise.race([pasted, timedOut]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

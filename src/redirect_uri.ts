@@ -28,6 +28,7 @@ export interface RedirectUri {
 // URL drops a port equal to the scheme's default (":80"), so the written port
 // is read from the text itself.
 const HTTP_AUTHORITY = /^http:\/\/(?:\[[^\]]*\]|[^/?#:]*)(?::(\d*))?(?:[/?#]|$)/i;
+const CANONICAL_LOOPBACK = /^http:\/\/(127\.0\.0\.1|\[::1\])(?::([^/?#]*))?(?:[/?#]|$)/i;
 
 /**
  * Parses a redirect URI and checks it against Spotify's rules: `https://`
@@ -84,6 +85,17 @@ export function parseRedirectUri(uri: string | URL): RedirectUri {
     throw new TypeError(
       `Cannot use redirect URI "${text}": Spotify accepts http:// only on the loopback addresses 127.0.0.1 and [::1]; use https://${url.host}${url.pathname} or ${suggestion}`,
     );
+  }
+  // Spotify matches the text as registered, and the listener splices its
+  // port into that text, so the host must be written in its canonical form.
+  const canonical = CANONICAL_LOOPBACK.exec(text);
+  if (!canonical || (canonical[2] !== undefined && !/^\d{1,5}$/.test(canonical[2]))) {
+    throw new TypeError(
+      `Cannot use redirect URI "${text}": write the loopback address as 127.0.0.1 or [::1] followed by an optional port number, as in ${suggestion}`,
+    );
+  }
+  if (port !== undefined && (port < 1 || port > 65535)) {
+    throw new TypeError(`Cannot use redirect URI "${text}": port ${port} is not from 1 to 65535`);
   }
   return {
     url,

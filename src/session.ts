@@ -6,7 +6,7 @@
  * @module
  */
 
-import { abortable } from "./_abort.ts";
+import { abortable } from "./_timing.ts";
 import { SpotifyLoginRequiredError, SpotifyOAuthError } from "./errors.ts";
 import { FileTokenStore } from "./file_token_store.ts";
 import {
@@ -365,10 +365,12 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
         if (error instanceof SpotifyOAuthError && error.error === "invalid_grant") {
           // A store whose lock does not reach another process may have had
           // a rotated token written meanwhile: that one is alive.
-          const now = await store.get(key, { signal });
-          if (now && now.token.refreshToken !== current.token.refreshToken && hasScopes(now)) {
-            cached = now;
-            return { token: now.token };
+          const latest = await store.get(key, { signal });
+          if (
+            latest && latest.token.refreshToken !== current.token.refreshToken && hasScopes(latest)
+          ) {
+            cached = latest;
+            return { token: latest.token };
           }
           // Dead for good: keeping it would fail the same way on every run.
           await store.delete(key, { signal });

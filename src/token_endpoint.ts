@@ -7,6 +7,7 @@
 
 import { SpotifyNetworkError, SpotifyOAuthError, SpotifyResponseError } from "./errors.ts";
 import type { SpotifyToken } from "./token.ts";
+import { checkTimeout, formatDuration } from "./_timing.ts";
 
 /** Spotify's token endpoint. */
 export const SPOTIFY_TOKEN_ENDPOINT = "https://accounts.spotify.com/api/token";
@@ -37,6 +38,13 @@ export interface TokenEndpointOptions {
    * @default {undefined}
    */
   signal?: AbortSignal | undefined;
+  /**
+   * How long one request to the token endpoint may take, in milliseconds,
+   * before it fails with {@linkcode SpotifyNetworkError}.
+   *
+   * @default {30000}
+   */
+  requestTimeout?: number | undefined;
 }
 
 /** Who the client is, and how it proves it. */
@@ -63,7 +71,9 @@ export async function requestToken(
   options: TokenEndpointOptions,
   fallback: Partial<Pick<SpotifyToken, "refreshToken" | "scope">> = {},
 ): Promise<SpotifyToken> {
-  const { fetch: fetchFn = globalThis.fetch, now = Date.now, signal } = options;
+  const { fetch: fetchFn = globalThis.fetch, now = Date.now, signal, requestTimeout = 30_000 } =
+    options;
+  checkTimeout("requestTimeout", requestTimeout);
   const endpoint = new URL(options.tokenEndpoint ?? SPOTIFY_TOKEN_ENDPOINT);
   const body = new URLSearchParams(params);
   const headers = new Headers({
@@ -79,28 +89,37 @@ export async function requestToken(
   // The token cannot have been issued before it was asked for, so expiry
   // counts from here: never later than the server's own clock.
   const sentAt = now();
-  let response: Response;
-  try {
-    response = await fetchFn(endpoint, { method: "POST", headers, body, signal: signal ?? null });
-  } catch (error) {
-    if (signal?.aborted) throw signal.reason;
-    throw new SpotifyNetworkError(
-      `Cannot reach the token endpoint ${endpoint.href}: ${
-        error instanceof Error ? error.message : String(error)
-      }. Check the network connection and try again.`,
+  const timedOut = new AbortController();
+  const timer = setTimeout(() => timedOut.abort(), requestTimeout);
+  const requestSignal = signal ? AbortSignal.any([signal, timedOut.signal]) : timedOut.signal;
+  const failure = (doing: string, error: unknown): unknown => {
+    if (signal?.aborted) return signal.reason;
+    return new SpotifyNetworkError(
+      timedOut.signal.aborted
+        ? `The token endpoint ${endpoint.href} did not answer within ${
+          formatDuration(requestTimeout)
+        }. Try again later.`
+        : `Cannot ${doing} the token endpoint ${endpoint.href}: ${
+          error instanceof Error ? error.message : String(error)
+        }. Check the network connection and try again.`,
       { cause: error },
     );
-  }
-
+  };
+  let response: Response;
   let text: string;
   try {
-    text = await response.text();
-  } catch (error) {
-    if (signal?.aborted) throw signal.reason;
-    throw new SpotifyNetworkError(
-      `The connection to the token endpoint ${endpoint.href} broke while reading its ${response.status} response. Try again.`,
-      { cause: error },
-    );
+    try {
+      response = await fetchFn(endpoint, { method: "POST", headers, body, signal: requestSignal });
+    } catch (error) {
+      throw failure("reach", error);
+    }
+    try {
+      text = await response.text();
+    } catch (error) {
+      throw failure("read the answer of", error);
+    }
+  } finally {
+    clearTimeout(timer);
   }
   let json: unknown;
   try {

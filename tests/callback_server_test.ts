@@ -6,6 +6,7 @@ import {
   SpotifyOAuthError,
   startCallbackServer,
 } from "../mod.ts";
+import { listeningAddresses } from "./_sockets.ts";
 
 async function get(
   url: string,
@@ -131,10 +132,38 @@ Deno.test("startCallbackServer() listens on [::1] for an IPv6 redirect URI", asy
   match(server.redirectUri, /^http:\/\/\[::1\]:\d+\/callback$/);
   const state = createState();
   const waiting = server.waitForCode(state);
+  const port = new URL(server.redirectUri).port;
+  await rejects(fetch(`http://127.0.0.1:${port}/callback?code=v4&state=${state}`), TypeError);
   await (await fetch(`${server.redirectUri}?code=v6&state=${state}`)).body?.cancel();
   strictEqual(await waiting, "v6");
-  const port = new URL(server.redirectUri).port;
-  await rejects(fetch(`http://127.0.0.1:${port}/callback`), TypeError);
+});
+
+Deno.test("startCallbackServer() binds the loopback address and nothing else", {
+  ignore: Deno.build.os !== "linux",
+}, async () => {
+  for (
+    const [redirectUri, address] of [["http://127.0.0.1/cb", "127.0.0.1"], [
+      "http://[::1]/cb",
+      "[::1]",
+    ]]
+  ) {
+    await using server = await startCallbackServer({ redirectUri: redirectUri! });
+    deepStrictEqual(await listeningAddresses(Number(new URL(server.redirectUri).port)), [address]);
+  }
+});
+
+Deno.test("waitForCode() refuses a timeout a timer cannot keep", async () => {
+  await using server = await startCallbackServer({ redirectUri: "http://127.0.0.1/callback" });
+  for (const timeout of [0, -1, Infinity, 2 ** 31, NaN]) {
+    await rejects(server.waitForCode("s", { timeout }), {
+      name: "RangeError",
+      message:
+        `Cannot use timeout ${timeout}: it must be a number of milliseconds from 1 to 2147483647 (about 24 days)`,
+    });
+  }
+  const waiting = server.waitForCode("s", { timeout: 2 ** 31 - 1 });
+  await server.close();
+  await rejects(waiting, { name: "AbortError" });
 });
 
 Deno.test("startCallbackServer() binds the port written in the redirect URI", async () => {

@@ -399,3 +399,36 @@ Deno.test("decide() sees the emulator's consent page before the redirect", async
     state: "s",
   });
 });
+
+Deno.test("pkceFlow() times out even when the openBrowser function never returns", async () => {
+  await rejects(
+    pkceFlow({
+      clientId: "c",
+      redirectUri: "http://127.0.0.1/callback",
+      timeout: 50,
+      openBrowser: () => new Promise(() => {}),
+    }),
+    { name: "TimeoutError", message: /^Timed out after 50 ms waiting for the browser/ },
+  );
+});
+
+Deno.test("pkceFlow() aborts even when the openBrowser function never returns", async () => {
+  const controller = new AbortController();
+  const login = pkceFlow({
+    clientId: "c",
+    redirectUri: "http://127.0.0.1/callback",
+    signal: controller.signal,
+    openBrowser: () => {
+      queueMicrotask(() => controller.abort(new Error("stop")));
+      return new Promise(() => {});
+    },
+  });
+  await rejects(login, { message: "stop" });
+});
+
+Deno.test("pkceFlow() refuses a timeout a timer cannot keep", async () => {
+  await rejects(
+    pkceFlow({ clientId: "c", redirectUri: "http://127.0.0.1/callback", timeout: Infinity }),
+    { name: "RangeError", message: /^Cannot use timeout Infinity/ },
+  );
+});

@@ -42,6 +42,7 @@ Deno.test("pkceFlow() reads the redirected address pasted on standard input", as
     scope: "user-read-private",
     authorizeEndpoint: emulator.authorizeEndpoint.href,
     tokenEndpoint: emulator.tokenEndpoint.href,
+    readAfter: true,
   }, "piped");
   const authorizeUrl = new URL((await stderr.waitFor(addressLine))[1]!);
   strictEqual(authorizeUrl.searchParams.get("redirect_uri"), "https://example.com/callback");
@@ -55,12 +56,17 @@ Deno.test("pkceFlow() reads the redirected address pasted on standard input", as
   await writer.write(new TextEncoder().encode("https://example.com/callback?code=x&state=old\n"));
   await stderr.waitFor(/state does not match this login's/);
   await writer.write(new TextEncoder().encode(`${redirected}\n`));
+  await stdout.waitFor(/^\{.*\}\n/);
+  // Standard input is still there for the script after the login.
+  await writer.write(new TextEncoder().encode("more input\n"));
   await writer.close();
 
   const status = await child.status;
   await Promise.all([stdout.finished, stderr.finished]);
   strictEqual(status.code, 0, stderr.text);
-  const token = JSON.parse(stdout.text);
+  const [json, after] = stdout.text.split("\n");
+  strictEqual(after, "after: more input");
+  const token = JSON.parse(json!);
   deepStrictEqual(token.scope, ["user-read-private"]);
   ok(token.refreshToken);
   strictEqual(emulator.tokenRequests, 1);
@@ -142,4 +148,20 @@ Deno.test("pkceFlow() with openBrowser: false still completes through the listen
   await Promise.all([stdout.finished, stderr.finished]);
   strictEqual(status.code, 0, stderr.text);
   ok(JSON.parse(stdout.text).accessToken);
+});
+
+Deno.test("pkceFlow() times out waiting for a paste that never comes", async () => {
+  const { child, stdout, stderr } = login({
+    clientId: "c",
+    redirectUri: "https://example.com/callback",
+    timeout: 200,
+  }, "piped");
+  const status = await child.status;
+  await child.stdin.close();
+  await Promise.all([stdout.finished, stderr.finished]);
+  strictEqual(status.code, 1);
+  match(
+    stderr.text,
+    /TimeoutError: Timed out after 200 ms waiting for the redirected address to be pasted\. Run the login again\.\n$/,
+  );
 });

@@ -62,3 +62,22 @@ Deno.test("parseRedirectUri() refuses fragments, user info and non-URLs", () => 
       /it is not an absolute URL; register and use one such as http:\/\/127\.0\.0\.1:8888\/callback/,
   });
 });
+
+Deno.test("parseRedirectUri() wants the loopback host written as Spotify matches it", () => {
+  for (
+    const uri of [
+      "http://127.1/callback",
+      "http://[0:0:0:0:0:0:0:1]/callback",
+      "http://127.0.0.1:/callback",
+    ]
+  ) {
+    throws(() => parseRedirectUri(uri), {
+      name: "TypeError",
+      message:
+        `Cannot use redirect URI "${uri}": write the loopback address as 127.0.0.1 or [::1] followed by an optional port number, as in http://127.0.0.1/callback`,
+    });
+  }
+  throws(() => parseRedirectUri("http://127.0.0.1:0/cb"), {
+    message: 'Cannot use redirect URI "http://127.0.0.1:0/cb": port 0 is not from 1 to 65535',
+  });
+});

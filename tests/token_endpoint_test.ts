@@ -254,3 +254,26 @@ Deno.test("an aborted token request rejects with the abort reason", async () => 
     (error) => error === reason,
   );
 });
+
+Deno.test("a token endpoint that never answers fails after requestTimeout", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  const tokenEndpoint = `http://127.0.0.1:${listener.addr.port}/api/token`;
+  await rejects(
+    clientCredentialsFlow({
+      clientId: "id",
+      clientSecret: "s",
+      tokenEndpoint,
+      requestTimeout: 100,
+    }),
+    (error) => {
+      ok(error instanceof SpotifyNetworkError);
+      strictEqual(
+        error.message,
+        `The token endpoint ${tokenEndpoint} did not answer within 100 ms. Try again later.`,
+      );
+      return true;
+    },
+  );
+  (await accepted).close();
+});
