@@ -11,6 +11,10 @@ import {
   type TokenStore,
 } from "../mod.ts";
 import { type AccountsEmulator, startAccountsEmulator } from "../src/emulator.ts";
+import { createClient } from "redis";
+import { KvTokenStore } from "../src/kv_token_store.ts";
+import { RedisTokenStore } from "../src/redis_token_store.ts";
+import { ignoreRedisTests, startRedis } from "./_redis.ts";
 import { consent } from "./_user_agent.ts";
 import { lines } from "./_process.ts";
 
@@ -295,48 +299,99 @@ Deno.test("login() without a redirect URI names the variable to set", async () =
   }
 });
 
-Deno.test("several processes sharing a FileTokenStore refresh an expired token once", async () => {
+/**
+ * Starts 4 processes on one store, lets them all ask for the token of an
+ * expired login at once, and returns how many token requests the emulator saw.
+ */
+async function refreshAcrossProcesses(
+  emulator: AccountsEmulator,
+  store: TokenStore,
+  spec: string,
+  flags: string[],
+): Promise<number> {
+  const token = { ...(await loginAt(emulator)), expiresAt: 0 };
+  await store.set(key, { token, consentedAt: 1 });
+  const before = emulator.tokenRequests;
+  const workers = Array.from({ length: 4 }, () => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net=127.0.0.1",
+        ...flags,
+        "tests/fixtures/session_worker.ts",
+        spec,
+        emulator.tokenEndpoint.href,
+        client.clientId,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    return { child, stdout: lines(child.stdout), stderr: lines(child.stderr) };
+  });
+  // All are started and waiting before any may look at the token.
+  await Promise.all(workers.map((w) => w.stdout.waitFor(/^ready\n/)));
+  await Promise.all(workers.map(async (w) => {
+    const writer = w.child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode("go\n"));
+    await writer.close();
+  }));
+  const results = await Promise.all(workers.map(async (w) => {
+    const status = await w.child.status;
+    await Promise.all([w.stdout.finished, w.stderr.finished]);
+    strictEqual(status.code, 0, w.stderr.text);
+    return w.stdout.text.split("\n")[1];
+  }));
+  strictEqual(new Set(results).size, 1, "every process got the same token");
+  strictEqual((await store.get(key))?.token.accessToken, results[0]);
+  return emulator.tokenRequests - before;
+}
+
+Deno.test("several processes sharing a store refresh an expired token once", async (t) => {
   await using emulator = await startAccountsEmulator({ clients: [client], autoApprove: true });
   const dir = await Deno.makeTempDir({ prefix: "spotikit-session-" });
   try {
-    const store = new FileTokenStore({ directory: dir });
-    const token = { ...(await loginAt(emulator)), expiresAt: 0 };
-    await store.set(key, { token, consentedAt: 1 });
-    const before = emulator.tokenRequests;
-    const workers = Array.from({ length: 4 }, () => {
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--allow-net=127.0.0.1",
-          `--allow-read=${dir}`,
-          `--allow-write=${dir}`,
-          "tests/fixtures/session_worker.ts",
-          dir,
-          emulator.tokenEndpoint.href,
-          client.clientId,
-        ],
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      return { child, stdout: lines(child.stdout), stderr: lines(child.stderr) };
+    await t.step("FileTokenStore", async () => {
+      const directory = `${dir}/files`;
+      const requests = await refreshAcrossProcesses(
+        emulator,
+        new FileTokenStore({ directory }),
+        `file:${directory}`,
+        [`--allow-read=${dir}`, `--allow-write=${dir}`],
+      );
+      strictEqual(requests, 1);
     });
-    // All are started and waiting before any may look at the token.
-    await Promise.all(workers.map((w) => w.stdout.waitFor(/^ready\n/)));
-    await Promise.all(workers.map(async (w) => {
-      const writer = w.child.stdin.getWriter();
-      await writer.write(new TextEncoder().encode("go\n"));
-      await writer.close();
-    }));
-    const results = await Promise.all(workers.map(async (w) => {
-      const status = await w.child.status;
-      await Promise.all([w.stdout.finished, w.stderr.finished]);
-      strictEqual(status.code, 0, w.stderr.text);
-      return w.stdout.text.split("\n")[1];
-    }));
-    strictEqual(emulator.tokenRequests - before, 1);
-    strictEqual(new Set(results).size, 1);
-    strictEqual((await store.get(key))?.token.accessToken, results[0]);
+    await t.step("KvTokenStore", async () => {
+      const path = `${dir}/tokens.sqlite`;
+      using kv = await Deno.openKv(path);
+      const requests = await refreshAcrossProcesses(
+        emulator,
+        new KvTokenStore(kv),
+        `kv:${path}`,
+        ["--unstable-kv", `--allow-read=${dir}`, `--allow-write=${dir}`],
+      );
+      strictEqual(requests, 1);
+    });
+    await t.step({
+      name: "RedisTokenStore",
+      ignore: ignoreRedisTests,
+      fn: async () => {
+        await using server = await startRedis();
+        const redis = createClient({ url: server.url });
+        await redis.connect();
+        try {
+          const requests = await refreshAcrossProcesses(
+            emulator,
+            new RedisTokenStore(redis),
+            `redis:${server.url}`,
+            ["--allow-env"], // node-redis reads REDIS_DEBUG_MAINTENANCE
+          );
+          strictEqual(requests, 1);
+        } finally {
+          redis.destroy();
+        }
+      },
+    });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
