@@ -5,6 +5,7 @@
  */
 
 import { abortable } from "./_timing.ts";
+import { optionalEnv } from "./_env.ts";
 import { SpotifyAuthError } from "./errors.ts";
 
 /** Options for {@linkcode browserCommands}. */
@@ -58,7 +59,7 @@ export function browserCommands(
 ): string[][] {
   const href = String(url);
   const os = options.os ?? Deno.build.os;
-  const browser = options.browser ?? readEnv("BROWSER");
+  const browser = options.browser ?? optionalEnv("BROWSER");
   const commands: string[][] = [];
   for (const entry of (browser ?? "").split(":")) {
     const words = entry.trim().split(/\s+/).filter(Boolean);
@@ -78,7 +79,7 @@ export function browserCommands(
       break;
     default: {
       const display = options.display ??
-        Boolean(readEnv("DISPLAY") || readEnv("WAYLAND_DISPLAY"));
+        Boolean(optionalEnv("DISPLAY") || optionalEnv("WAYLAND_DISPLAY"));
       // Without a display xdg-open falls back to text browsers that would
       // fight the login prompt for the terminal.
       if (display) commands.push(["xdg-open", href]);
@@ -173,13 +174,4 @@ async function launch(
     return undefined;
   }
   return outcome.success ? undefined : `exited with code ${outcome.code}`;
-}
-
-function readEnv(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    // Without --allow-env the variable counts as unset.
-    return undefined;
-  }
 }

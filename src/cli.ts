@@ -27,6 +27,7 @@ import { FileTokenStore } from "./file_token_store.ts";
 import { createSpotifyAuth, type SpotifyAuthOptions } from "./session.ts";
 import type { TokenRecord } from "./token_store.ts";
 import { formatDuration } from "./_timing.ts";
+import { optionalEnv } from "./_env.ts";
 
 /** Exit codes of the CLI. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, loginRequired: 3, cancelled: 130 } as const;
@@ -269,15 +270,17 @@ async function runAuth(
     return typeof v === "string" ? v : undefined;
   };
   const json = flags.has("json");
-  const accounts = value("accounts-url") ?? env("SPOTIKIT_ACCOUNTS_URL");
-  const store = new FileTokenStore({ directory: value("token-dir") ?? env("SPOTIKIT_TOKEN_DIR") });
+  const accounts = value("accounts-url") ?? optionalEnv("SPOTIKIT_ACCOUNTS_URL");
+  const store = new FileTokenStore({
+    directory: value("token-dir") ?? optionalEnv("SPOTIKIT_TOKEN_DIR"),
+  });
   const timeoutFlag = value("timeout");
   const timeout = timeoutFlag === undefined ? 300_000 : Number(timeoutFlag) * 1000;
   if (!(timeout > 0)) {
     throw new UsageError(`--timeout must be a number of seconds, not "${timeoutFlag}".`);
   }
   const redirectUri = value("redirect-uri") ??
-    (env("SPOTIFY_REDIRECT_URI") || env("SPOTIPY_REDIRECT_URI")
+    (optionalEnv("SPOTIFY_REDIRECT_URI") || optionalEnv("SPOTIPY_REDIRECT_URI")
       ? undefined
       : "http://127.0.0.1:8888/callback");
 
@@ -484,14 +487,6 @@ Try it:
 function write(stream: { writeSync(bytes: Uint8Array): number }, text: string): void {
   const bytes = new TextEncoder().encode(text);
   for (let done = 0; done < bytes.length;) done += stream.writeSync(bytes.subarray(done));
-}
-
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

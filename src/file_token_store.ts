@@ -43,7 +43,16 @@ const FORMAT_VERSION = 1;
  * ```
  */
 export function defaultTokenDirectory(): string {
-  const env = (name: string) => Deno.env.get(name) || undefined;
+  const env = (name: string) => {
+    try {
+      return Deno.env.get(name) || undefined;
+    } catch (error) {
+      throw new TypeError(
+        `Cannot find the config directory for the token files without reading ${name}: run Deno with --allow-env=${name} (or --allow-env), or pass directory to FileTokenStore`,
+        { cause: error },
+      );
+    }
+  };
   let base: string | undefined;
   switch (Deno.build.os) {
     case "windows":

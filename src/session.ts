@@ -7,6 +7,7 @@
  */
 
 import { abortable } from "./_timing.ts";
+import { optionalEnv } from "./_env.ts";
 import { SpotifyLoginRequiredError, SpotifyOAuthError } from "./errors.ts";
 import { FileTokenStore } from "./file_token_store.ts";
 import {
@@ -449,15 +450,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
 }
 
 function fromEnv(name: string): string | undefined {
-  for (const variable of [`SPOTIFY_${name}`, `SPOTIPY_${name}`]) {
-    try {
-      const value = Deno.env.get(variable);
-      if (value) return value;
-    } catch {
-      // Without --allow-env the variable counts as unset; the error says so.
-    }
-  }
-  return undefined;
+  return optionalEnv(`SPOTIFY_${name}`) ?? optionalEnv(`SPOTIPY_${name}`);
 }
 
 function isTerminal(): boolean {
