@@ -75,12 +75,16 @@ export function defaultTokenDirectory(): string {
 /**
  * Keeps each token in its own file, `<client id>.<user>.json`, in a
  * directory only the user can enter (`0700`), with files only the user can
- * read (`0600` from the moment they exist).
+ * read (`0600` from the moment they exist). Names are percent-encoded
+ * (capitals too), so that two keys never share a file, even on a
+ * case-insensitive file system. An existing directory keeps its mode.
  *
  * Writes go to a temporary file that is flushed to disk and then renamed over
  * the old one, so a crash leaves either the old token or the new one, never a
  * torn file. A file that cannot be read or parsed is reported with its path
- * and never overwritten or deleted behind the user's back.
+ * and never overwritten or deleted behind the user's back; so is a token
+ * file that is a symbolic link or that other users may read (as `ssh` does
+ * with private keys).
  *
  * {@linkcode FileTokenStore.lock} takes an OS file lock, so several processes
  * on one machine refresh a token once.
@@ -136,6 +140,29 @@ export class FileTokenStore implements TokenStore {
   async get(key: TokenKey, options: TokenStoreOptions = {}): Promise<TokenRecord | undefined> {
     options.signal?.throwIfAborted();
     const path = this.path(key);
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(path);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return undefined;
+      throw storeError(`Cannot read the token file ${path}`, error);
+    }
+    if (!info.isFile) {
+      throw new SpotifyTokenStoreError(
+        `Cannot read the token file ${path}: it is ${
+          info.isSymlink ? "a symbolic link" : "not a regular file"
+        }, and a token file must be one. It was left as it is; remove it to log in again.`,
+      );
+    }
+    // Like ssh with a private key: a token others can read may already be
+    // theirs, so it is refused rather than used.
+    if (info.mode !== null && (info.mode & 0o077) !== 0) {
+      throw new SpotifyTokenStoreError(
+        `Cannot use the token file ${path}: other users may read or write it (mode ${
+          (info.mode & 0o777).toString(8)
+        }). Run chmod 600 ${path} if only you ever had access, or delete it and log in again.`,
+      );
+    }
     let text: string;
     try {
       text = await Deno.readTextFile(path, options.signal ? { signal: options.signal } : {});
@@ -176,6 +203,7 @@ export class FileTokenStore implements TokenStore {
     options.signal?.throwIfAborted();
     await this.#ensureDirectory();
     const path = this.path(key);
+    await removeStaleTemporaries(this.directory, path);
     const temporary = `${path}.${crypto.randomUUID()}.tmp`;
     const data = new TextEncoder().encode(
       `${JSON.stringify({ version: FORMAT_VERSION, ...record }, null, 2)}\n`,
@@ -262,6 +290,26 @@ export class FileTokenStore implements TokenStore {
   }
 }
 
+// A writer that died between creating its temporary file and renaming it
+// left tokens behind; they are removed once clearly abandoned.
+const STALE_AFTER = 60_000;
+
+async function removeStaleTemporaries(directory: string, path: string): Promise<void> {
+  const prefix = path.slice(directory.length).replace(/^[\\/]/, "");
+  try {
+    for await (const entry of Deno.readDir(directory)) {
+      if (!entry.isFile || !entry.name.startsWith(`${prefix}.`) || !entry.name.endsWith(".tmp")) {
+        continue;
+      }
+      const stale = join(directory, entry.name);
+      const { mtime } = await Deno.lstat(stale);
+      if (mtime && Date.now() - mtime.getTime() > STALE_AFTER) await Deno.remove(stale);
+    }
+  } catch {
+    // Cleaning up is a courtesy; the write itself does not depend on it.
+  }
+}
+
 function storeError(what: string, error: unknown): SpotifyTokenStoreError {
   const advice = error instanceof Deno.errors.PermissionDenied
     ? " Check the permissions of the directory and file."
@@ -288,9 +336,10 @@ async function syncDirectory(directory: string): Promise<void> {
 
 function fileSafe(name: string): string {
   if (!name) throw new TypeError("Cannot name a token file after an empty client id or user");
-  // Percent-encoded UTF-8, so distinct names always give distinct files.
+  // Percent-encoded UTF-8, capitals included, so distinct names give
+  // distinct files even on case-insensitive file systems.
   return name.replace(
-    /[^A-Za-z0-9_-]/gu,
+    /[^a-z0-9_-]/gu,
     (c) =>
       [...new TextEncoder().encode(c)].map((b) => `%${b.toString(16).padStart(2, "0")}`).join(""),
   );

@@ -60,7 +60,7 @@ export interface KvTokenStoreOptions {
    * refresh takes. Hosts that share a KV must keep their clocks within a
    * small fraction of it.
    *
-   * @default {30000}
+   * @default {90000}
    */
   lockTtl?: number | undefined;
   /**
@@ -142,7 +142,7 @@ export class KvTokenStore implements TokenStore {
     const {
       prefix = ["spotikit", "tokens"],
       lockPrefix = ["spotikit", "locks"],
-      lockTtl = 30_000,
+      lockTtl = 90_000,
       pollInterval = 1_000,
     } = options;
     for (const [name, value] of [["lockTtl", lockTtl], ["pollInterval", pollInterval]] as const) {

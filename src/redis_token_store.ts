@@ -50,6 +50,9 @@ export {
 const FORMAT_VERSION = 1;
 
 /** Compare-and-delete: releases a lock only while it is still ours. */
+// How long lock() waits for Redis to confirm a release.
+const RELEASE_WAIT = 2_000;
+
 const RELEASE_SCRIPT =
   'if redis.call("get",KEYS[1])==ARGV[1] then return redis.call("del",KEYS[1]) end return 0';
 
@@ -167,7 +170,7 @@ export interface RedisTokenStoreOptions {
    * than a refresh can take (with the token endpoint's retries); a holder
    * still working when it runs out no longer excludes the others.
    *
-   * @default {30_000}
+   * @default {90_000}
    */
   lockTtl?: number | undefined;
 }
@@ -229,7 +232,7 @@ export class RedisTokenStore implements TokenStore {
    * ```
    */
   constructor(client: RedisTokenStoreClient, options: RedisTokenStoreOptions = {}) {
-    const { prefix = "spotikit:token:", lockTtl = 30_000 } = options;
+    const { prefix = "spotikit:token:", lockTtl = 90_000 } = options;
     if (!Number.isSafeInteger(lockTtl) || lockTtl <= 0) {
       throw new RangeError(
         `Cannot create a RedisTokenStore: lockTtl must be a positive whole number of milliseconds, got ${lockTtl}`,
@@ -425,7 +428,15 @@ export class RedisTokenStore implements TokenStore {
     try {
       return await fn();
     } finally {
-      await this.#release(lockKey, owner);
+      // Awaited, so that a process that exits next leaves no lease behind,
+      // but only briefly: node-redis queues commands while it is offline,
+      // and the lease ends by itself after lockTtl anyway.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#release(lockKey, owner),
+        new Promise<void>((resolve) => timer = setTimeout(resolve, RELEASE_WAIT)),
+      ]);
+      clearTimeout(timer);
     }
   }
 

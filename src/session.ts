@@ -6,7 +6,7 @@
  * @module
  */
 
-import { abortable } from "./_timing.ts";
+import { abortable, formatDuration } from "./_timing.ts";
 import { optionalEnv } from "./_env.ts";
 import { SpotifyLoginRequiredError, SpotifyOAuthError } from "./errors.ts";
 import { FileTokenStore } from "./file_token_store.ts";
@@ -123,6 +123,13 @@ export interface SpotifyAuthOptions {
    * @default {"https://accounts.spotify.com/api/token"}
    */
   tokenEndpoint?: string | URL | undefined;
+  /**
+   * How long one token request may take, in milliseconds; a refresh waits at
+   * most three times this for another process's lock and its own request.
+   *
+   * @default {30000}
+   */
+  requestTimeout?: number | undefined;
   /**
    * The authorization endpoint.
    *
@@ -253,6 +260,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
     fetch: options.fetch,
     now,
     tokenEndpoint: options.tokenEndpoint,
+    requestTimeout: options.requestTimeout,
   };
   const secretForRefresh = flow === "authorization_code" ? clientSecret : undefined;
 
@@ -261,7 +269,6 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
   // needed (an access token stays valid until it expires, even when another
   // process refreshes it meanwhile).
   let cached: TokenRecord | undefined;
-  let loggingIn: Promise<SpotifyToken> | undefined;
 
   const isFresh = (record: TokenRecord): boolean => !isTokenExpired(record.token, { margin, now });
   const hasScopes = (record: TokenRecord): boolean =>
@@ -275,37 +282,56 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
     options.onConsentExpiring({ consentedAt: record.consentedAt, expiresAt });
   };
 
+  // Every write goes through the lock, so that a login, a logout and a
+  // refresh never interleave their reads and writes.
   const locked = <T>(fn: () => Promise<T>, signal: AbortSignal | undefined): Promise<T> =>
     store.lock ? store.lock(key, fn, { signal }) : localLock(store, key, fn);
+  const save = (record: TokenRecord, signal: AbortSignal | undefined) =>
+    locked(async () => {
+      await store.set(key, record, { signal });
+      cached = record;
+    }, signal);
 
-  const interactiveLogin = (signal: AbortSignal | undefined): Promise<SpotifyToken> => {
-    loggingIn ??= (async () => {
-      const redirectUri = options.redirectUri ?? fromEnv("REDIRECT_URI");
-      if (!redirectUri) {
-        throw new TypeError(
-          "Missing the redirect URI for the Spotify login: pass redirectUri, or set SPOTIFY_REDIRECT_URI (SPOTIPY_REDIRECT_URI also works), for example to http://127.0.0.1:8888/callback",
-        );
-      }
-      const flowOptions: InteractiveFlowOptions = {
+  const who = `client ${clientId}${options.user === undefined ? "" : ` (user "${options.user}")`}`;
+
+  const login = shared(async (signal): Promise<SpotifyToken> => {
+    if (flow === "client_credentials") {
+      const token = await clientCredentialsFlow({
         ...endpoint,
         clientId,
-        redirectUri,
-        scope,
+        clientSecret: clientSecret!,
         signal,
-        authorizeEndpoint: options.authorizeEndpoint,
-        openBrowser: options.openBrowser,
-        timeout: options.timeout,
-        showDialog: options.showDialog,
-      };
-      const consentedAt = now();
-      const token = flow === "authorization_code"
-        ? await authorizationCodeFlow({ ...flowOptions, clientSecret: clientSecret! })
-        : await pkceFlow(flowOptions);
-      await store.set(key, cached = { token, consentedAt }, { signal });
+      });
+      await save({ token }, signal);
       return token;
-    })().finally(() => loggingIn = undefined);
-    return loggingIn;
-  };
+    }
+    const redirectUri = options.redirectUri ?? fromEnv("REDIRECT_URI");
+    if (!redirectUri) {
+      throw new TypeError(
+        "Missing the redirect URI for the Spotify login: pass redirectUri, or set SPOTIFY_REDIRECT_URI (SPOTIPY_REDIRECT_URI also works), for example to http://127.0.0.1:8888/callback",
+      );
+    }
+    // A record the store cannot read is the user's to inspect: fail before
+    // the browser opens rather than overwrite it afterwards.
+    await store.get(key, { signal });
+    const flowOptions: InteractiveFlowOptions = {
+      ...endpoint,
+      clientId,
+      redirectUri,
+      scope,
+      signal,
+      authorizeEndpoint: options.authorizeEndpoint,
+      openBrowser: options.openBrowser,
+      timeout: options.timeout,
+      showDialog: options.showDialog,
+    };
+    const consentedAt = now();
+    const token = flow === "authorization_code"
+      ? await authorizationCodeFlow({ ...flowOptions, clientSecret: clientSecret! })
+      : await pkceFlow(flowOptions);
+    await save({ token, consentedAt }, signal);
+    return token;
+  });
 
   const loginRequired = (why: string, cause?: unknown): SpotifyLoginRequiredError =>
     new SpotifyLoginRequiredError(
@@ -319,16 +345,14 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
     cause?: unknown,
   ): Promise<SpotifyToken> => {
     const interactive = options.interactive ?? isTerminal();
-    return interactive ? interactiveLogin(signal) : Promise.reject(loginRequired(why, cause));
+    return interactive ? login(signal) : Promise.reject(loginRequired(why, cause));
   };
-
-  const who = `client ${clientId}${options.user === undefined ? "" : ` (user "${options.user}")`}`;
 
   type Outcome = { token: SpotifyToken } | { login: string; cause?: unknown };
 
   // Under the store's lock: read again (another process may have refreshed
   // meanwhile), then refresh or fetch a new app token.
-  const renewUnderLock = (signal: AbortSignal | undefined): Promise<Outcome> =>
+  const renewUnderLock = (signal: AbortSignal): Promise<Outcome> =>
     locked(async (): Promise<Outcome> => {
       const current = await store.get(key, { signal });
       if (flow === "client_credentials") {
@@ -364,8 +388,8 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
         });
       } catch (error) {
         if (error instanceof SpotifyOAuthError && error.error === "invalid_grant") {
-          // A store whose lock does not reach another process may have had
-          // a rotated token written meanwhile: that one is alive.
+          // A lease that expired, or a store without a lock of its own, may
+          // have let another process write a rotated token: that one lives.
           const latest = await store.get(key, { signal });
           if (
             latest && latest.token.refreshToken !== current.token.refreshToken && hasScopes(latest)
@@ -383,17 +407,32 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
         }
         throw error;
       }
-      await store.set(key, cached = { token, consentedAt: current.consentedAt }, { signal });
+      const record = { token, consentedAt: current.consentedAt };
+      cached = record;
+      try {
+        await store.set(key, record, { signal });
+      } catch {
+        // A rotated refresh token exists nowhere else: one more try.
+        await store.set(key, record, { signal });
+      }
       return { token };
     }, signal);
 
-  // However many callers ask at once, this session renews once.
-  let renewing: Promise<Outcome> | undefined;
+  // However many callers ask at once, this session renews once, and gives
+  // up waiting for another process's lock after a bounded time.
+  const renewLimit = 3 * (options.requestTimeout ?? 30_000);
+  const renewShared = shared((signal) =>
+    withTimeout(
+      renewUnderLock,
+      signal,
+      renewLimit,
+      `Timed out after ${
+        formatDuration(renewLimit)
+      } renewing the Spotify token for ${who} (is another process holding the store's lock?). The stored token was not changed; try again.`,
+    )
+  );
   const renew = async (signal: AbortSignal | undefined): Promise<SpotifyToken> => {
-    // Run without any one caller's signal, so that a caller who gives up
-    // does not fail the others who wait on the same refresh.
-    renewing ??= renewUnderLock(undefined).finally(() => renewing = undefined);
-    const outcome = await abortable(renewing, signal);
+    const outcome = await renewShared(signal);
     return "token" in outcome ? outcome.token : loginOrThrow(outcome.login, signal, outcome.cause);
   };
 
@@ -429,24 +468,67 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
     key,
     getToken,
     getAccessToken: async (callOptions) => (await getToken(callOptions)).accessToken,
-    login: async (callOptions = {}) => {
-      if (flow === "client_credentials") {
-        const token = await clientCredentialsFlow({
-          ...endpoint,
-          clientId,
-          clientSecret: clientSecret!,
-          signal: callOptions.signal,
-        });
-        await store.set(key, cached = { token }, callOptions);
-        return token;
-      }
-      return interactiveLogin(callOptions.signal);
-    },
-    logout: (callOptions = {}) => {
-      cached = undefined;
-      return store.delete(key, callOptions);
-    },
+    login: (callOptions = {}) => login(callOptions.signal),
+    logout: ({ signal } = {}) =>
+      locked(async () => {
+        await store.delete(key, { signal });
+        cached = undefined;
+      }, signal),
   };
+}
+
+/**
+ * One run of `start` shared by every caller who asks while it runs. A caller
+ * who gives up stops waiting; when all have given up, the run is aborted, so
+ * that nothing (a listener, a lock wait) outlives its last caller.
+ */
+function shared<T>(
+  start: (signal: AbortSignal) => Promise<T>,
+): (signal?: AbortSignal | undefined) => Promise<T> {
+  interface Run {
+    promise: Promise<T>;
+    controller: AbortController;
+    waiters: number;
+  }
+  let run: Run | undefined;
+  return async (signal) => {
+    signal?.throwIfAborted();
+    if (!run) {
+      const controller = new AbortController();
+      const current: Run = { controller, waiters: 0, promise: Promise.resolve() as Promise<T> };
+      current.promise = start(controller.signal).finally(() => {
+        if (run === current) run = undefined;
+      });
+      current.promise.catch(() => {});
+      run = current;
+    }
+    const current = run;
+    current.waiters++;
+    try {
+      return await abortable(current.promise, signal);
+    } finally {
+      current.waiters--;
+      if (signal?.aborted && current.waiters === 0 && run === current) {
+        current.controller.abort(signal.reason);
+      }
+    }
+  };
+}
+
+/** Runs `fn` with a signal that also aborts, with a TimeoutError, after `ms`. */
+async function withTimeout<T>(
+  fn: (signal: AbortSignal) => Promise<T>,
+  signal: AbortSignal,
+  ms: number,
+  message: string,
+): Promise<T> {
+  const timedOut = new AbortController();
+  const timer = setTimeout(() => timedOut.abort(new DOMException(message, "TimeoutError")), ms);
+  try {
+    return await fn(AbortSignal.any([signal, timedOut.signal]));
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function fromEnv(name: string): string | undefined {

@@ -59,6 +59,7 @@ Deno.test("FileTokenStore names files so that distinct keys never share one", ()
   strictEqual(store.path({ clientId: "a", user: "b.c" }), "/t/a.b%2ec.json");
   strictEqual(store.path({ clientId: "../x" }), "/t/%2e%2e%2fx.default.json");
   strictEqual(store.path({ clientId: "a", user: "€" }), "/t/a.%e2%82%ac.json");
+  strictEqual(store.path({ clientId: "App", user: "Work" }), "/t/%41pp.%57ork.json");
 });
 
 Deno.test("FileTokenStore makes the directory 0700 and the file 0600", {
@@ -94,7 +95,7 @@ Deno.test("FileTokenStore reports a corrupt file by path and leaves it alone", (
         ],
       ]
     ) {
-      await Deno.writeTextFile(path, content);
+      await Deno.writeTextFile(path, content, { mode: 0o600 });
       await rejects(store.get({ clientId: "app" }), (error) => {
         ok(error instanceof SpotifyTokenStoreError);
         strictEqual(error.message, message);
@@ -171,3 +172,53 @@ Deno.test("defaultTokenDirectory() follows XDG_CONFIG_HOME on Linux", {
     else Deno.env.set("XDG_CONFIG_HOME", saved);
   }
 });
+
+Deno.test("FileTokenStore refuses a token file others may read, and leaves it", {
+  ignore: Deno.build.os === "windows",
+}, () =>
+  withDir(async (dir) => {
+    const store = new FileTokenStore({ directory: dir });
+    await store.set({ clientId: "app" }, record);
+    const path = store.path({ clientId: "app" });
+    await Deno.chmod(path, 0o644);
+    await rejects(store.get({ clientId: "app" }), {
+      name: "SpotifyTokenStoreError",
+      message:
+        `Cannot use the token file ${path}: other users may read or write it (mode 644). Run chmod 600 ${path} if only you ever had access, or delete it and log in again.`,
+    });
+    strictEqual((await Deno.stat(path)).mode! & 0o777, 0o644);
+  }));
+
+Deno.test("FileTokenStore refuses a symbolic link at the token path", {
+  ignore: Deno.build.os === "windows",
+}, () =>
+  withDir(async (dir) => {
+    const store = new FileTokenStore({ directory: dir });
+    await Deno.mkdir(dir, { recursive: true });
+    const target = `${dir}/elsewhere.json`;
+    await Deno.writeTextFile(target, JSON.stringify({ version: 1, ...record }), { mode: 0o600 });
+    const path = store.path({ clientId: "app" });
+    await Deno.symlink(target, path);
+    await rejects(store.get({ clientId: "app" }), {
+      name: "SpotifyTokenStoreError",
+      message:
+        `Cannot read the token file ${path}: it is a symbolic link, and a token file must be one. It was left as it is; remove it to log in again.`,
+    });
+  }));
+
+Deno.test("FileTokenStore removes temporary files a crashed writer left behind", () =>
+  withDir(async (dir) => {
+    const store = new FileTokenStore({ directory: dir });
+    await Deno.mkdir(dir, { recursive: true });
+    const path = store.path({ clientId: "app" });
+    const abandoned = `${path}.dead.tmp`;
+    const recent = `${path}.live.tmp`;
+    await Deno.writeTextFile(abandoned, "{", { mode: 0o600 });
+    await Deno.writeTextFile(recent, "{", { mode: 0o600 });
+    await Deno.utime(abandoned, new Date(Date.now() - 120_000), new Date(Date.now() - 120_000));
+    await store.set({ clientId: "app" }, record);
+    deepStrictEqual(
+      [...Deno.readDirSync(dir)].map((entry) => entry.name).sort(),
+      ["app.default.json", "app.default.json.live.tmp"],
+    );
+  }));

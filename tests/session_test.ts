@@ -396,3 +396,109 @@ Deno.test("several processes sharing a store refresh an expired token once", asy
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** A fetch that passes requests on, but holds each answer until released. */
+function gatedFetch() {
+  const called = Promise.withResolvers<void>();
+  const gate = Promise.withResolvers<void>();
+  const fetchFn: typeof fetch = async (input, init) => {
+    called.resolve();
+    const response = await fetch(input, init);
+    await gate.promise;
+    return response;
+  };
+  return { fetch: fetchFn, called: called.promise, release: () => gate.resolve() };
+}
+
+Deno.test("logout() during a refresh wins: nothing is written back", async () => {
+  await using emulator = await startAccountsEmulator({ clients: [client], autoApprove: true });
+  const { store } = await expiredStore(emulator);
+  const gated = gatedFetch();
+  const auth = sessionAt(emulator, store, { fetch: gated.fetch });
+  const refreshing = auth.getAccessToken();
+  await gated.called;
+  const loggingOut = auth.logout();
+  gated.release();
+  ok(await refreshing);
+  await loggingOut;
+  strictEqual(await store.get(key), undefined);
+  await rejects(auth.getAccessToken(), SpotifyLoginRequiredError);
+});
+
+Deno.test("login() during a refresh wins: its token is the one stored", async () => {
+  await using emulator = await startAccountsEmulator({ clients: [client], autoApprove: true });
+  const { store } = await expiredStore(emulator);
+  const gated = gatedFetch();
+  let done = Promise.resolve();
+  const auth = sessionAt(emulator, store, { fetch: gated.fetch });
+  const refreshing = auth.getAccessToken();
+  await gated.called;
+  const consentedAt = Date.now() + 1;
+  const exchanged = Promise.withResolvers<void>();
+  const other = sessionAt(emulator, store, {
+    now: () => consentedAt,
+    fetch: async (input, init) => {
+      const response = await fetch(input, init);
+      exchanged.resolve();
+      return response;
+    },
+    openBrowser: (url) => void (done = consent(url).then(() => {})),
+  });
+  const loggingIn = other.login();
+  // The login has its token before the refresh has written the older one.
+  await exchanged.promise;
+  gated.release();
+  await refreshing;
+  const token = await loggingIn;
+  await done;
+  const stored = await store.get(key);
+  strictEqual(stored?.token.refreshToken, token.refreshToken);
+  strictEqual(stored?.consentedAt, consentedAt);
+});
+
+Deno.test("when every caller gives up, the refresh request is aborted", async () => {
+  await using emulator = await startAccountsEmulator({ clients: [client], autoApprove: true });
+  const { store } = await expiredStore(emulator);
+  const requestAborted = Promise.withResolvers<unknown>();
+  const called = Promise.withResolvers<void>();
+  const hanging: typeof fetch = (_input, init) => {
+    called.resolve();
+    init?.signal?.addEventListener("abort", () => requestAborted.resolve(init.signal!.reason));
+    return new Promise(() => {});
+  };
+  const auth = sessionAt(emulator, store, { fetch: hanging });
+  const [a, b] = [new AbortController(), new AbortController()];
+  const first = auth.getAccessToken({ signal: a.signal });
+  const second = auth.getAccessToken({ signal: b.signal });
+  await called.promise;
+  a.abort(new Error("a gave up"));
+  await rejects(first, { message: "a gave up" });
+  b.abort(new Error("b gave up"));
+  await rejects(second, { message: "b gave up" });
+  deepStrictEqual(await requestAborted.promise, new Error("b gave up"));
+  ok(await store.get(key), "the stored token is untouched");
+});
+
+Deno.test("login() refuses to overwrite a token file it cannot read", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "spotikit-session-" });
+  try {
+    const store = new FileTokenStore({ directory: dir });
+    const path = store.path(key);
+    await Deno.writeTextFile(path, "{ not json", { mode: 0o600 });
+    let opened = false;
+    const auth = createSpotifyAuth({
+      clientId: client.clientId,
+      redirectUri: "http://127.0.0.1/callback",
+      store,
+      openBrowser: () => void (opened = true),
+    });
+    await rejects(auth.login(), {
+      name: "SpotifyTokenStoreError",
+      message: new RegExp(`^Cannot read the token file ${path}`),
+    });
+    strictEqual(opened, false);
+    strictEqual(await Deno.readTextFile(path), "{ not json");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
