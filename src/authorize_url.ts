@@ -69,7 +69,9 @@ export function createAuthorizeUrl(options: CreateAuthorizeUrlOptions): URL {
   if (!clientId) throw new TypeError("Cannot create an authorize URL: clientId is empty");
   if (!state) throw new TypeError("Cannot create an authorize URL: state is empty");
   const url = new URL(options.authorizeEndpoint ?? SPOTIFY_AUTHORIZE_ENDPOINT);
-  const params = url.searchParams;
+  // Built apart and assigned once: each searchParams.set() on a URL
+  // re-serialises the whole URL.
+  const params = new URLSearchParams(url.search);
   params.set("client_id", clientId);
   params.set("response_type", "code");
   params.set("redirect_uri", String(options.redirectUri));
@@ -81,5 +83,6 @@ export function createAuthorizeUrl(options: CreateAuthorizeUrlOptions): URL {
     params.set("code_challenge_method", "S256");
     params.set("code_challenge", codeChallenge);
   }
+  url.search = params.toString();
   return url;
 }

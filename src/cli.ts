@@ -21,7 +21,6 @@
  * @module
  */
 
-import { openBrowser } from "./browser.ts";
 import { SpotifyAuthError, SpotifyLoginRequiredError } from "./errors.ts";
 import { FileTokenStore } from "./file_token_store.ts";
 import { createSpotifyAuth, type SpotifyAuthOptions } from "./session.ts";
@@ -185,7 +184,9 @@ export async function main(
 
   const cancel = new AbortController();
   const onSigint = () => cancel.abort(new DOMException("Cancelled with Ctrl+C", "AbortError"));
-  Deno.addSignalListener("SIGINT", onSigint);
+  // Only the commands that wait on a person catch Ctrl+C; the rest end at once anyway.
+  const catchSigint = command === "login" || command === "emulator";
+  if (catchSigint) Deno.addSignalListener("SIGINT", onSigint);
   try {
     if (command === "emulator") return await runEmulator(flags, out, err, cancel.signal);
     return await runAuth(command, flags, out, err, io.stderr.isTerminal(), cancel.signal);
@@ -208,7 +209,7 @@ export async function main(
     }
     throw error;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSigint);
+    if (catchSigint) Deno.removeSignalListener("SIGINT", onSigint);
   }
 }
 
@@ -406,6 +407,7 @@ function browserOpener(
         `Opening Spotify's login page in your browser. If it does not open, go to:\n\n  ${url.href}\n\n`,
       );
       try {
+        const { openBrowser } = await import("./browser.ts");
         await openBrowser(url, { signal });
       } catch (error) {
         err(

@@ -10,13 +10,7 @@ import { abortable, formatDuration } from "./_timing.ts";
 import { optionalEnv } from "./_env.ts";
 import { SpotifyLoginRequiredError, SpotifyOAuthError } from "./errors.ts";
 import { FileTokenStore } from "./file_token_store.ts";
-import {
-  authorizationCodeFlow,
-  clientCredentialsFlow,
-  type InteractiveFlowOptions,
-  pkceFlow,
-  refreshToken,
-} from "./flows.ts";
+import type { InteractiveFlowOptions } from "./flows.ts";
 import { normalizeScopes, type ScopeInput } from "./scopes.ts";
 import { isTokenExpired, type SpotifyToken } from "./token.ts";
 import { keyName, type TokenKey, type TokenRecord, type TokenStore } from "./token_store.ts";
@@ -296,6 +290,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
 
   const login = shared(async (signal): Promise<SpotifyToken> => {
     if (flow === "client_credentials") {
+      const { clientCredentialsFlow } = await loadFlows();
       const token = await clientCredentialsFlow({
         ...endpoint,
         clientId,
@@ -326,6 +321,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
       showDialog: options.showDialog,
     };
     const consentedAt = now();
+    const { authorizationCodeFlow, pkceFlow } = await loadFlows();
     const token = flow === "authorization_code"
       ? await authorizationCodeFlow({ ...flowOptions, clientSecret: clientSecret! })
       : await pkceFlow(flowOptions);
@@ -357,6 +353,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
       const current = await store.get(key, { signal });
       if (flow === "client_credentials") {
         if (current && isFresh(current)) return { token: current.token };
+        const { clientCredentialsFlow } = await loadFlows();
         const token = await clientCredentialsFlow({
           ...endpoint,
           clientId,
@@ -378,6 +375,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
           login: `The stored Spotify login for ${who} has expired and has no refresh token.`,
         };
       }
+      const { refreshToken } = await loadFlows();
       let token: SpotifyToken;
       try {
         token = await refreshToken(current.token, {
@@ -530,6 +528,10 @@ async function withTimeout<T>(
     clearTimeout(timer);
   }
 }
+
+// The flows (listener, browser, token endpoint) load only when a token must
+// be fetched, so a run that finds a valid token in the store stays small.
+const loadFlows = () => import("./flows.ts");
 
 function fromEnv(name: string): string | undefined {
   return optionalEnv(`SPOTIFY_${name}`) ?? optionalEnv(`SPOTIPY_${name}`);
