@@ -31,3 +31,10 @@ export function formatDuration(ms: number): string {
   if (seconds < 120) return `${Number(seconds.toFixed(1))} seconds`;
   return `${Number((seconds / 60).toFixed(1))} minutes`;
 }
+
+/** Resolves after `ms`, or rejects with the signal's reason once it aborts. */
+export function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return abortable(new Promise<void>((resolve) => timer = setTimeout(resolve, ms)), signal)
+    .finally(() => clearTimeout(timer));
+}

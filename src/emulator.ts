@@ -185,12 +185,44 @@ export interface AccountsEmulator extends AsyncDisposable {
    */
   revokeRefreshToken(refreshToken: string): void;
   /**
+   * Queues faults for the token endpoint: each of the next `POST /api/token`
+   * requests plays one of them (in order) instead of its normal answer, and
+   * leaves every code and token as it was. For testing how a client copes
+   * with rate limits, outages and broken answers.
+   *
+   * @param faults The faults, one per coming request.
+   */
+  injectTokenFaults(...faults: TokenFault[]): void;
+  /**
    * Stops the server. Safe to call more than once.
    *
    * @returns A promise that resolves once the server has finished.
    */
   close(): Promise<void>;
 }
+
+/**
+ * A fault the emulator's token endpoint plays instead of its normal answer;
+ * see {@linkcode AccountsEmulator.injectTokenFaults}.
+ *
+ * - `{ status, body?, headers? }`: this response, such as a 429 with
+ *   `Retry-After`, a 503, or a 200 whose body is not a valid token response.
+ * - `{ reset: true }`: the status line and headers of a 200, then the
+ *   connection breaks before the body.
+ * - `{ hang: true }`: no answer at all, until the emulator closes.
+ *
+ * @example Rate-limit the next request, then answer normally
+ * ```ts
+ * import { startAccountsEmulator } from "@spotikit/auth/emulator";
+ *
+ * await using emulator = await startAccountsEmulator();
+ * emulator.injectTokenFaults({ status: 429, headers: { "retry-after": "1" } });
+ * ```
+ */
+export type TokenFault =
+  | { status: number; body?: string | undefined; headers?: Record<string, string> | undefined }
+  | { reset: true }
+  | { hang: true };
 
 /**
  * The app registered when {@linkcode AccountsEmulatorOptions.clients} is not
@@ -812,8 +844,42 @@ function listen(options: AccountsEmulatorOptions): AccountsEmulator {
     });
   }
 
+  const faults: TokenFault[] = [];
+
+  function playFault(fault: TokenFault): Response | Promise<Response> {
+    if ("hang" in fault) {
+      // Answered only so that the server can finish when the emulator closes.
+      return new Promise((resolve) => {
+        controller.signal.addEventListener(
+          "abort",
+          () => resolve(plainText(503, "Emulator closed")),
+          { once: true },
+        );
+      });
+    }
+    if ("reset" in fault) {
+      return new Response(
+        new ReadableStream({
+          pull(stream) {
+            stream.error(new Error("connection reset by the emulator"));
+          },
+        }),
+        { status: 200, headers: { "content-type": "application/json" } },
+      );
+    }
+    return new Response(fault.body ?? "", {
+      status: fault.status,
+      headers: { "content-type": "application/json", ...fault.headers },
+    });
+  }
+
   async function token(request: Request): Promise<Response> {
     tokenRequests++;
+    const fault = faults.shift();
+    if (fault !== undefined) {
+      await request.body?.cancel();
+      return playFault(fault);
+    }
     const form = await readForm(request);
     if (form === undefined) {
       return tokenError("invalid_request", `Content-Type must be ${FORM_CONTENT_TYPE}`);
@@ -921,6 +987,9 @@ function listen(options: AccountsEmulatorOptions): AccountsEmulator {
         );
       }
       grant.status = "revoked";
+    },
+    injectTokenFaults(...added: TokenFault[]): void {
+      faults.push(...added);
     },
     close,
     [Symbol.asyncDispose]: close,

@@ -269,3 +269,10 @@ export class SpotifyLoginRequiredError extends SpotifyAuthError {}
  * ```
  */
 export class SpotifyNetworkError extends SpotifyAuthError {}
+
+/**
+ * OAuth errors that came after a retried attempt which may have reached the
+ * server: an `invalid_grant` then may mean the first attempt used a rotating
+ * refresh token, not that the login is dead. Internal; not exported by mod.ts.
+ */
+export const afterAmbiguousRetry: WeakSet<SpotifyOAuthError> = new WeakSet();

@@ -328,8 +328,8 @@ export function refreshToken(
 // Only what the token endpoint needs: a secret in a shared options object
 // must never reach a PKCE exchange.
 function endpointOptions(options: TokenEndpointOptions): TokenEndpointOptions {
-  const { tokenEndpoint, fetch, now, signal, requestTimeout } = options;
-  return { tokenEndpoint, fetch, now, signal, requestTimeout };
+  const { tokenEndpoint, fetch, now, signal, requestTimeout, retries, maxRetryDelay } = options;
+  return { tokenEndpoint, fetch, now, signal, requestTimeout, retries, maxRetryDelay };
 }
 
 /** Sends the user to the consent page and waits for the code. */

@@ -8,7 +8,7 @@
 
 import { abortable, formatDuration } from "./_timing.ts";
 import { optionalEnv } from "./_env.ts";
-import { SpotifyLoginRequiredError, SpotifyOAuthError } from "./errors.ts";
+import { afterAmbiguousRetry, SpotifyLoginRequiredError, SpotifyOAuthError } from "./errors.ts";
 import { FileTokenStore } from "./file_token_store.ts";
 import type { InteractiveFlowOptions } from "./flows.ts";
 import { normalizeScopes, type ScopeInput } from "./scopes.ts";
@@ -118,12 +118,27 @@ export interface SpotifyAuthOptions {
    */
   tokenEndpoint?: string | URL | undefined;
   /**
-   * How long one token request may take, in milliseconds; a refresh waits at
-   * most three times this for another process's lock and its own request.
+   * How long one token request may take, in milliseconds. A refresh, with
+   * its retries and the wait for another process's lock, is given up after
+   * `(retries + 2) × requestTimeout + retries × maxRetryDelay` (140 s by
+   * default).
    *
    * @default {30000}
    */
   requestTimeout?: number | undefined;
+  /**
+   * How many times a token request is repeated after a 429, a 5xx or a
+   * broken connection.
+   *
+   * @default {2}
+   */
+  retries?: number | undefined;
+  /**
+   * The longest wait before a retry, in milliseconds.
+   *
+   * @default {10000}
+   */
+  maxRetryDelay?: number | undefined;
   /**
    * The authorization endpoint.
    *
@@ -255,6 +270,8 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
     now,
     tokenEndpoint: options.tokenEndpoint,
     requestTimeout: options.requestTimeout,
+    retries: options.retries,
+    maxRetryDelay: options.maxRetryDelay,
   };
   const secretForRefresh = flow === "authorization_code" ? clientSecret : undefined;
 
@@ -385,7 +402,13 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
           signal,
         });
       } catch (error) {
-        if (error instanceof SpotifyOAuthError && error.error === "invalid_grant") {
+        // After a retry whose first attempt may have gone through, the token
+        // may have been rotated by that attempt: keep it, and let a clean
+        // attempt next time decide.
+        if (
+          error instanceof SpotifyOAuthError && error.error === "invalid_grant" &&
+          !afterAmbiguousRetry.has(error)
+        ) {
           // A lease that expired, or a store without a lock of its own, may
           // have let another process write a rotated token: that one lives.
           const latest = await store.get(key, { signal });
@@ -418,7 +441,11 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
 
   // However many callers ask at once, this session renews once, and gives
   // up waiting for another process's lock after a bounded time.
-  const renewLimit = 3 * (options.requestTimeout ?? 30_000);
+  // Room for every attempt and wait of one refresh, plus as much again for
+  // another process's lock.
+  const requestTimeout = options.requestTimeout ?? 30_000;
+  const retries = options.retries ?? 2;
+  const renewLimit = (retries + 2) * requestTimeout + retries * (options.maxRetryDelay ?? 10_000);
   const renewShared = shared((signal) =>
     withTimeout(
       renewUnderLock,

@@ -67,3 +67,31 @@ export function isTokenExpired(token: SpotifyToken, options: IsTokenExpiredOptio
   const { margin = 60_000, now = Date.now } = options;
   return now() + margin >= token.expiresAt;
 }
+
+// Custom inspection for Deno and Node: console.log(token) shows the shape of
+// a token, never its secrets. Non-enumerable, so JSON and structuredClone
+// ignore it and the token stays a plain object.
+const INSPECT_SYMBOLS = [
+  Symbol.for("Deno.customInspect"),
+  Symbol.for("nodejs.util.inspect.custom"),
+];
+
+function inspectToken(this: SpotifyToken): string {
+  const refresh = this.refreshToken === undefined ? "" : `, refreshToken: "[redacted]"`;
+  return `SpotifyToken { accessToken: "[redacted]", tokenType: "${this.tokenType}", scope: ${
+    JSON.stringify(this.scope)
+  }, expiresAt: ${this.expiresAt} (${new Date(this.expiresAt).toISOString()})${refresh} }`;
+}
+
+/** Makes `console.log` and `Deno.inspect` of a token redact its secrets; returns the token. */
+export function redactSecrets<T extends SpotifyToken>(token: T): T {
+  for (const symbol of INSPECT_SYMBOLS) {
+    Object.defineProperty(token, symbol, {
+      value: inspectToken,
+      enumerable: false,
+      configurable: true,
+      writable: true,
+    });
+  }
+  return token;
+}

@@ -5,9 +5,14 @@
  * @module
  */
 
-import { SpotifyNetworkError, SpotifyOAuthError, SpotifyResponseError } from "./errors.ts";
-import type { SpotifyToken } from "./token.ts";
-import { checkTimeout, formatDuration } from "./_timing.ts";
+import {
+  afterAmbiguousRetry,
+  SpotifyNetworkError,
+  SpotifyOAuthError,
+  SpotifyResponseError,
+} from "./errors.ts";
+import { redactSecrets, type SpotifyToken } from "./token.ts";
+import { checkTimeout, delay, formatDuration } from "./_timing.ts";
 
 /** Spotify's token endpoint. */
 export const SPOTIFY_TOKEN_ENDPOINT = "https://accounts.spotify.com/api/token";
@@ -45,6 +50,21 @@ export interface TokenEndpointOptions {
    * @default {30000}
    */
   requestTimeout?: number | undefined;
+  /**
+   * How many times a request is repeated after a 429, a 5xx or a broken
+   * connection, with exponential backoff and jitter, or after the
+   * `Retry-After` the server asked for.
+   *
+   * @default {2}
+   */
+  retries?: number | undefined;
+  /**
+   * The longest wait before a retry, in milliseconds; a server that asks
+   * for longer (`Retry-After`) gets the error back at once instead.
+   *
+   * @default {10000}
+   */
+  maxRetryDelay?: number | undefined;
 }
 
 /** Who the client is, and how it proves it. */
@@ -56,6 +76,22 @@ export interface ClientAuth {
    * client id goes in the body (public clients, PKCE).
    */
   clientSecret?: string | undefined;
+}
+
+const RETRY_STATUSES = new Set([429, 500, 502, 503, 504]);
+
+/** Exponential backoff with jitter: 150–300 ms, then 300–600 ms, … */
+function backoff(attempt: number): number {
+  const ceiling = 300 * 2 ** attempt;
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+/** A `Retry-After` header in milliseconds, if it is a number of seconds or a date. */
+function retryAfter(header: string | null): number | undefined {
+  if (header === null) return undefined;
+  if (/^\d+$/.test(header.trim())) return Number(header) * 1000;
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
 // Longer than any token Spotify issues; a bigger value is a broken server.
@@ -71,9 +107,18 @@ export async function requestToken(
   options: TokenEndpointOptions,
   fallback: Partial<Pick<SpotifyToken, "refreshToken" | "scope">> = {},
 ): Promise<SpotifyToken> {
-  const { fetch: fetchFn = globalThis.fetch, now = Date.now, signal, requestTimeout = 30_000 } =
-    options;
+  const {
+    fetch: fetchFn = globalThis.fetch,
+    now = Date.now,
+    signal,
+    requestTimeout = 30_000,
+    retries = 2,
+    maxRetryDelay = 10_000,
+  } = options;
   checkTimeout("requestTimeout", requestTimeout);
+  if (!Number.isInteger(retries) || retries < 0) {
+    throw new RangeError(`Cannot use retries ${retries}: it must be a whole number from 0`);
+  }
   const endpoint = new URL(options.tokenEndpoint ?? SPOTIFY_TOKEN_ENDPOINT);
   const body = new URLSearchParams(params);
   const headers = new Headers({
@@ -86,41 +131,81 @@ export async function requestToken(
     body.set("client_id", auth.clientId);
   }
 
-  // The token cannot have been issued before it was asked for, so expiry
-  // counts from here: never later than the server's own clock.
-  const sentAt = now();
-  const timedOut = new AbortController();
-  const timer = setTimeout(() => timedOut.abort(), requestTimeout);
-  const requestSignal = signal ? AbortSignal.any([signal, timedOut.signal]) : timedOut.signal;
-  const failure = (doing: string, error: unknown): unknown => {
-    if (signal?.aborted) return signal.reason;
-    return new SpotifyNetworkError(
-      timedOut.signal.aborted
-        ? `The token endpoint ${endpoint.href} did not answer within ${
-          formatDuration(requestTimeout)
-        }. Try again later.`
-        : `Cannot ${doing} the token endpoint ${endpoint.href}: ${
-          error instanceof Error ? error.message : String(error)
-        }. Check the network connection and try again.`,
-      { cause: error },
-    );
+  // One request, bounded by requestTimeout. A failure that a retry may cure
+  // comes back as `retryable`; aborts and timeouts are final.
+  const send = async (): Promise<
+    { response: Response; text: string } | { failure: unknown; retryable: boolean }
+  > => {
+    const timedOut = new AbortController();
+    const timer = setTimeout(() => timedOut.abort(), requestTimeout);
+    const requestSignal = signal ? AbortSignal.any([signal, timedOut.signal]) : timedOut.signal;
+    const failed = (doing: string, error: unknown) => {
+      if (signal?.aborted) return { failure: signal.reason, retryable: false };
+      if (timedOut.signal.aborted) {
+        return {
+          failure: new SpotifyNetworkError(
+            `The token endpoint ${endpoint.href} did not answer within ${
+              formatDuration(requestTimeout)
+            }. Try again later.`,
+            { cause: error },
+          ),
+          retryable: false,
+        };
+      }
+      return {
+        failure: new SpotifyNetworkError(
+          `Cannot ${doing} the token endpoint ${endpoint.href}: ${
+            error instanceof Error ? error.message : String(error)
+          }. Check the network connection and try again.`,
+          { cause: error },
+        ),
+        retryable: true,
+      };
+    };
+    try {
+      let response: Response;
+      try {
+        response = await fetchFn(endpoint, {
+          method: "POST",
+          headers,
+          body,
+          signal: requestSignal,
+        });
+      } catch (error) {
+        return failed("reach", error);
+      }
+      try {
+        return { response, text: await response.text() };
+      } catch (error) {
+        return failed("read the answer of", error);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
   };
-  let response: Response;
-  let text: string;
-  try {
-    try {
-      response = await fetchFn(endpoint, { method: "POST", headers, body, signal: requestSignal });
-    } catch (error) {
-      throw failure("reach", error);
-    }
-    try {
-      text = await response.text();
-    } catch (error) {
-      throw failure("read the answer of", error);
-    }
-  } finally {
-    clearTimeout(timer);
+
+  let sentAt: number;
+  let result: Awaited<ReturnType<typeof send>>;
+  // Set once a failed attempt may have reached the server (a 500, a broken
+  // connection): a later invalid_grant may then mean that attempt used the
+  // refresh token, not that the token is dead.
+  let ambiguous = false;
+  for (let attempt = 0;; attempt++) {
+    // The token cannot have been issued before it was asked for, so expiry
+    // counts from here: never later than the server's own clock.
+    sentAt = now();
+    result = await send();
+    const wait = "failure" in result
+      ? result.retryable ? backoff(attempt) : undefined
+      : RETRY_STATUSES.has(result.response.status)
+      ? retryAfter(result.response.headers.get("retry-after")) ?? backoff(attempt)
+      : undefined;
+    if (wait === undefined || attempt >= retries || wait > maxRetryDelay) break;
+    if ("failure" in result || ![429, 503].includes(result.response.status)) ambiguous = true;
+    await delay(wait, signal);
   }
+  if ("failure" in result) throw result.failure;
+  const { response, text } = result;
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -130,18 +215,23 @@ export async function requestToken(
 
   if (!response.ok) {
     if (isRecord(json) && typeof json.error === "string" && json.error) {
-      throw new SpotifyOAuthError(
+      const error = new SpotifyOAuthError(
         json.error,
         typeof json.error_description === "string" ? json.error_description : undefined,
         { status: response.status, response },
       );
+      if (ambiguous) afterAmbiguousRetry.add(error);
+      throw error;
     }
+    const retryAfterHeader = response.headers.get("retry-after");
     throw new SpotifyResponseError(
       `The token endpoint ${endpoint.href} answered ${response.status} ${response.statusText} without an OAuth error${
         json === undefined ? ` (the body is not JSON: ${describeBody(response, text)})` : ""
       }. ${
         response.status >= 500 || response.status === 429
-          ? "The server is busy or failing; try again later."
+          ? `The server is busy or failing; try again ${
+            retryAfterHeader ? `after ${retryAfterHeader} seconds` : "later"
+          }.`
           : "Check tokenEndpoint."
       }`,
       response.status,
@@ -195,7 +285,7 @@ export async function requestToken(
   };
   const refreshToken = typeof refresh_token === "string" ? refresh_token : fallback.refreshToken;
   if (refreshToken !== undefined) token.refreshToken = refreshToken;
-  return token;
+  return redactSecrets(token);
 }
 
 function basicAuth(clientId: string, clientSecret: string): string {

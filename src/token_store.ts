@@ -5,7 +5,7 @@
  */
 
 import { SpotifyAuthError } from "./errors.ts";
-import type { SpotifyToken } from "./token.ts";
+import { redactSecrets, type SpotifyToken } from "./token.ts";
 
 /**
  * Which token a store entry holds: one per app and user, so two apps or two
@@ -175,6 +175,7 @@ export function validateRecord(value: unknown, where: string): TokenRecord {
   };
   if (typeof t.refreshToken === "string") record.token.refreshToken = t.refreshToken;
   if (typeof consentedAt === "number") record.consentedAt = consentedAt;
+  redactSecrets(record.token);
   return record;
 }
 
@@ -201,7 +202,10 @@ export class MemoryTokenStore implements TokenStore {
    */
   get(key: TokenKey): Promise<TokenRecord | undefined> {
     const record = this.#records.get(keyName(key));
-    return Promise.resolve(record && structuredClone(record));
+    if (!record) return Promise.resolve(undefined);
+    const copy = structuredClone(record);
+    redactSecrets(copy.token);
+    return Promise.resolve(copy);
   }
 
   /**
