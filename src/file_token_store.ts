@@ -82,7 +82,8 @@ export function defaultTokenDirectory(): string {
  * Writes go to a temporary file that is flushed to disk and then renamed over
  * the old one, so a crash leaves either the old token or the new one, never a
  * torn file. A file that cannot be read or parsed is reported with its path
- * and never overwritten or deleted behind the user's back; so is a token
+ * by {@linkcode FileTokenStore.get}, and the session never writes over a
+ * file it could not read (only an explicit `set()` replaces it); so is a token
  * file that is a symbolic link or that other users may read (as `ssh` does
  * with private keys).
  *
@@ -311,13 +312,18 @@ async function removeStaleTemporaries(directory: string, path: string): Promise<
 }
 
 function storeError(what: string, error: unknown): SpotifyTokenStoreError {
-  const advice = error instanceof Deno.errors.PermissionDenied
-    ? " Check the permissions of the directory and file."
-    : error instanceof Deno.errors.NotCapable
+  const text = error instanceof Error ? error.message : String(error);
+  const advice = error instanceof Deno.errors.NotCapable
     ? " Run Deno with --allow-read and --allow-write for this directory."
+    : /os error 28\b/.test(text)
+    ? " The disk is full: free some space; the previous token is unchanged."
+    : /os error 30\b/.test(text)
+    ? " The file system is read-only: pass another directory to FileTokenStore; the previous token is unchanged."
+    : error instanceof Deno.errors.PermissionDenied
+    ? " Check the permissions of the directory and file."
     : "";
   return new SpotifyTokenStoreError(
-    `${what}: ${error instanceof Error ? error.message : String(error)}.${advice}`,
+    `${what}: ${text}.${advice}`,
     { cause: error },
   );
 }
