@@ -7,12 +7,13 @@
 
 import { abortable } from "./_timing.ts";
 import {
+  parseStoredRecord,
+  RECORD_VERSION,
   SpotifyTokenStoreError,
   type TokenKey,
   type TokenRecord,
   type TokenStore,
   type TokenStoreOptions,
-  validateRecord,
 } from "./token_store.ts";
 
 /** Options for {@linkcode FileTokenStore}. */
@@ -24,8 +25,6 @@ export interface FileTokenStoreOptions {
    */
   directory?: string | undefined;
 }
-
-const FORMAT_VERSION = 1;
 
 /**
  * Where tokens go by default: `spotikit/` in the user's config directory,
@@ -172,23 +171,7 @@ export class FileTokenStore implements TokenStore {
       if (options.signal?.aborted) throw options.signal.reason;
       throw storeError(`Cannot read the token file ${path}`, error);
     }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      throw new SpotifyTokenStoreError(
-        `Cannot read the token file ${path}: it is not valid JSON. It was left as it is; delete it to log in again.`,
-      );
-    }
-    const version = (json as { version?: unknown } | null)?.version;
-    if (version !== FORMAT_VERSION) {
-      throw new SpotifyTokenStoreError(
-        `Cannot read the token file ${path}: its format version is ${
-          JSON.stringify(version)
-        }, and this version of @spotikit/auth reads ${FORMAT_VERSION}. It was left as it is; upgrade @spotikit/auth or delete the file to log in again.`,
-      );
-    }
-    return validateRecord(json, path);
+    return parseStoredRecord(text, path);
   }
 
   /**
@@ -207,7 +190,7 @@ export class FileTokenStore implements TokenStore {
     await removeStaleTemporaries(this.directory, path);
     const temporary = `${path}.${crypto.randomUUID()}.tmp`;
     const data = new TextEncoder().encode(
-      `${JSON.stringify({ version: FORMAT_VERSION, ...record }, null, 2)}\n`,
+      `${JSON.stringify({ version: RECORD_VERSION, ...record }, null, 2)}\n`,
     );
     try {
       // createNew refuses an existing file or a symlink planted at this name.

@@ -27,7 +27,8 @@
  * @module
  */
 
-import { SpotifyTokenStoreError, type TokenKey, validateRecord } from "./token_store.ts";
+import { delay } from "./_timing.ts";
+import { checkStoredRecord, SpotifyTokenStoreError, type TokenKey } from "./token_store.ts";
 import type { TokenRecord, TokenStore, TokenStoreOptions } from "./token_store.ts";
 
 export { SpotifyTokenStoreError } from "./token_store.ts";
@@ -194,18 +195,7 @@ export class KvTokenStore implements TokenStore {
     }
     if (entry.versionstamp === null) return undefined;
     const where = `Deno KV key ${formatKey(kvKey)}`;
-    const value = entry.value;
-    if (typeof value === "object" && value !== null && !Array.isArray(value)) {
-      const { version } = value as Record<string, unknown>;
-      if (version !== 1) {
-        throw new SpotifyTokenStoreError(
-          `Cannot read the token at ${where}: its version ${
-            JSON.stringify(version) ?? "undefined"
-          } is not 1, the only one this version of @spotikit/auth knows. It was left as it is; update @spotikit/auth, or delete it to log in again.`,
-        );
-      }
-    }
-    return validateRecord(value, where);
+    return checkStoredRecord(entry.value, where);
   }
 
   /**
@@ -502,20 +492,6 @@ function untilAborted(promise: Promise<void>, signal: AbortSignal | undefined): 
 }
 
 /** Waits `ms`, or rejects with the signal's reason when it aborts. */
-function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
 
 function startsWith(key: Deno.KvKey, prefix: Deno.KvKey): boolean {
   return prefix.length <= key.length &&

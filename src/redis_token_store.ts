@@ -26,13 +26,15 @@
  * @module
  */
 
+import { delay } from "./_timing.ts";
 import {
+  parseStoredRecord,
+  RECORD_VERSION,
   SpotifyTokenStoreError,
   type TokenKey,
   type TokenRecord,
   type TokenStore,
   type TokenStoreOptions,
-  validateRecord,
 } from "./token_store.ts";
 
 // Re-exported so that this entrypoint documents (and lets callers name)
@@ -46,8 +48,6 @@ export {
   type TokenStore,
   type TokenStoreOptions,
 } from "./token_store.ts";
-
-const FORMAT_VERSION = 1;
 
 /** Compare-and-delete: releases a lock only while it is still ours. */
 // How long lock() waits for Redis to confirm a release.
@@ -310,24 +310,7 @@ export class RedisTokenStore implements TokenStore {
     if (raw === null || raw === undefined) return undefined;
     // A client with a type mapping may hand back a Buffer.
     const text = raw instanceof Uint8Array ? new TextDecoder().decode(raw) : String(raw);
-    const where = describe(redisKey);
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      throw new SpotifyTokenStoreError(
-        `Cannot read the token at ${where}: it is not valid JSON. It was left as it is; delete it to log in again.`,
-      );
-    }
-    const version = (json as { version?: unknown } | null)?.version;
-    if (version !== FORMAT_VERSION) {
-      throw new SpotifyTokenStoreError(
-        `Cannot read the token at ${where}: its format version is ${
-          JSON.stringify(version)
-        }, and this version of @spotikit/auth reads ${FORMAT_VERSION}. It was left as it is; upgrade @spotikit/auth or delete it to log in again.`,
-      );
-    }
-    return validateRecord(json, where);
+    return parseStoredRecord(text, describe(redisKey));
   }
 
   /**
@@ -354,7 +337,7 @@ export class RedisTokenStore implements TokenStore {
     options.signal?.throwIfAborted();
     const redisKey = this.redisKey(key);
     const value = JSON.stringify({
-      version: FORMAT_VERSION,
+      version: RECORD_VERSION,
       token: record.token,
       consentedAt: record.consentedAt,
     });
@@ -497,17 +480,3 @@ function describe(redisKey: string): string {
 }
 
 /** Resolves after `ms`, or rejects with the signal's reason (clearing the timer) once it aborts. */
-function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}

@@ -138,6 +138,35 @@ export interface TokenStore {
  */
 export class SpotifyTokenStoreError extends SpotifyAuthError {}
 
+/** The version of the stored form, `{ version, token, consentedAt }`, that stores write. */
+export const RECORD_VERSION = 1;
+
+/** Checks a stored value: the version first, then the record; `where` names it in messages. */
+export function checkStoredRecord(value: unknown, where: string): TokenRecord {
+  const version = (value as { version?: unknown } | null)?.version;
+  if (version !== RECORD_VERSION) {
+    throw new SpotifyTokenStoreError(
+      `Cannot read the token at ${where}: its format version is ${
+        JSON.stringify(version) ?? "undefined"
+      }, and this version of @spotikit/auth reads ${RECORD_VERSION}. It was left as it is; upgrade @spotikit/auth or delete it to log in again.`,
+    );
+  }
+  return validateRecord(value, where);
+}
+
+/** Parses a stored record written as JSON text; see {@linkcode checkStoredRecord}. */
+export function parseStoredRecord(text: string, where: string): TokenRecord {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new SpotifyTokenStoreError(
+      `Cannot read the token at ${where}: it is not valid JSON. It was left as it is; delete it to log in again.`,
+    );
+  }
+  return checkStoredRecord(json, where);
+}
+
 /** Throws unless `value` is a record this package wrote; `where` names it in the message. */
 export function validateRecord(value: unknown, where: string): TokenRecord {
   const fail = (problem: string): never => {

@@ -83,11 +83,11 @@ Deno.test("FileTokenStore reports a corrupt file by path and leaves it alone", (
       const [content, message] of <[string, string][]> [
         [
           '{"version": 1, "tok',
-          `Cannot read the token file ${path}: it is not valid JSON. It was left as it is; delete it to log in again.`,
+          `Cannot read the token at ${path}: it is not valid JSON. It was left as it is; delete it to log in again.`,
         ],
         [
           '{"version": 7}',
-          `Cannot read the token file ${path}: its format version is 7, and this version of @spotikit/auth reads 1. It was left as it is; upgrade @spotikit/auth or delete the file to log in again.`,
+          `Cannot read the token at ${path}: its format version is 7, and this version of @spotikit/auth reads 1. It was left as it is; upgrade @spotikit/auth or delete it to log in again.`,
         ],
         [
           JSON.stringify({ version: 1, token: { ...record.token, expiresAt: "soon" } }),

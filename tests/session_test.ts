@@ -494,7 +494,7 @@ Deno.test("login() refuses to overwrite a token file it cannot read", async () =
     });
     await rejects(auth.login(), {
       name: "SpotifyTokenStoreError",
-      message: new RegExp(`^Cannot read the token file ${path}`),
+      message: new RegExp(`^Cannot read the token at ${path}`),
     });
     strictEqual(opened, false);
     strictEqual(await Deno.readTextFile(path), "{ not json");
