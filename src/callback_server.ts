@@ -126,6 +126,10 @@ function listen(options: StartCallbackServerOptions): CallbackServer {
   options.signal?.throwIfAborted();
 
   const controller = new AbortController();
+  // The Host header a browser sends for the redirect URI. Anything else is
+  // refused: Deno builds request.url from Host, so a crafted one could
+  // smuggle in another path, and a foreign name means DNS rebinding.
+  const expectedHosts = new Set<string>();
   let waiter: Waiter | undefined;
   let waited = false;
   let rejectedStates = 0;
@@ -138,7 +142,15 @@ function listen(options: StartCallbackServerOptions): CallbackServer {
     });
 
   const handler = (request: Request): Response => {
-    const requestUrl = new URL(request.url);
+    const requestUrl = URL.parse(request.url);
+    const host = request.headers.get("host")?.toLowerCase();
+    if (!requestUrl || !host || !expectedHosts.has(host) || requestUrl.host !== host) {
+      return page(421, {
+        ok: false,
+        title: "Wrong address",
+        message: "This address only receives the redirect at the end of a Spotify login.",
+      });
+    }
     if (requestUrl.pathname !== url.pathname) {
       return page(404, {
         ok: false,
@@ -217,6 +229,9 @@ function listen(options: StartCallbackServerOptions): CallbackServer {
   }
 
   const port = server.addr.port;
+  const literal = loopback.hostname === "::1" ? "[::1]" : loopback.hostname;
+  expectedHosts.add(`${literal}:${port}`);
+  if (port === 80) expectedHosts.add(literal);
   const redirectUri = loopback.port === undefined
     ? String(options.redirectUri).replace(/^(http:\/\/(?:127\.0\.0\.1|\[::1\]))/i, `$1:${port}`)
     : String(options.redirectUri);
