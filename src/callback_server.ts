@@ -144,7 +144,7 @@ function listen(options: StartCallbackServerOptions): CallbackServer {
   const handler = (request: Request): Response => {
     const requestUrl = URL.parse(request.url);
     const host = request.headers.get("host")?.toLowerCase();
-    if (!requestUrl || !host || !expectedHosts.has(host) || requestUrl.host !== host) {
+    if (!requestUrl || !host || !expectedHosts.has(host) || !expectedHosts.has(requestUrl.host)) {
       return page(421, {
         ok: false,
         title: "Wrong address",

@@ -24,6 +24,7 @@
 import { SpotifyAuthError, SpotifyLoginRequiredError } from "./errors.ts";
 import { FileTokenStore } from "./file_token_store.ts";
 import { createSpotifyAuth, type SpotifyAuthOptions } from "./session.ts";
+import type { AccountsEmulator } from "./emulator.ts";
 import type { TokenRecord } from "./token_store.ts";
 import { formatDuration } from "./_timing.ts";
 import { optionalEnv } from "./_env.ts";
@@ -135,6 +136,8 @@ const ALLOWED: Record<Command, string[]> = {
 };
 
 class UsageError extends Error {}
+/** A failure the CLI explains in one line, exit code 1. */
+class CliFailure extends Error {}
 
 /** Where the CLI writes; standard output and error by default. */
 export interface CliIo {
@@ -203,7 +206,10 @@ export async function main(
       err(`${error.message}\n`);
       return EXIT.loginRequired;
     }
-    if (error instanceof SpotifyAuthError || error instanceof DOMException) {
+    if (
+      error instanceof SpotifyAuthError || error instanceof DOMException ||
+      error instanceof CliFailure
+    ) {
       err(`${error.message}\n`);
       return EXIT.failure;
     }
@@ -237,6 +243,7 @@ function parse(
       if (inline !== undefined) throw new UsageError(`--${name} takes no value.`);
       flags.set(name, true);
     } else if (VALUE_FLAGS.has(name)) {
+      if (flags.has(name)) throw new UsageError(`--${name} is given more than once.`);
       const value = inline ?? args[++i];
       if (value === undefined || (inline === undefined && value.startsWith("--"))) {
         throw new UsageError(`--${name} needs a value.`);
@@ -401,6 +408,8 @@ function browserOpener(
   signal: AbortSignal,
 ): { open(url: URL): Promise<void>; stop(): void } {
   let timer: ReturnType<typeof setInterval> | undefined;
+  // The login may end (the browser came back) while the launcher still runs.
+  let stopped = false;
   return {
     async open(url) {
       err(
@@ -416,6 +425,7 @@ function browserOpener(
           }.\nOpen the address above in a browser on this machine, or run again with --no-browser to paste the address you are sent to.\n`,
         );
       }
+      if (stopped) return;
       if (!terminal) {
         err(`Waiting up to ${formatDuration(timeout)} for the browser. Ctrl+C cancels.\n`);
         return;
@@ -430,6 +440,7 @@ function browserOpener(
       timer = setInterval(show, 1000);
     },
     stop() {
+      stopped = true;
       if (timer === undefined) return;
       clearInterval(timer);
       timer = undefined;
@@ -451,11 +462,18 @@ async function runEmulator(
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new UsageError(`--port must be a port number from 0 to 65535, not "${portFlag}".`);
   }
-  await using emulator = await startAccountsEmulator({
-    port,
-    autoApprove: flags.has("auto-approve"),
-    signal,
-  });
+  let emulator: AccountsEmulator;
+  try {
+    emulator = await startAccountsEmulator({
+      port,
+      autoApprove: flags.has("auto-approve"),
+      signal,
+    });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+    throw new CliFailure(`${error.message}; pick another --port, or 0 for any free one.`);
+  }
+  await using _ = emulator;
   const info = {
     url: emulator.url.href,
     authorizeEndpoint: emulator.authorizeEndpoint.href,

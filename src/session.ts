@@ -12,7 +12,7 @@ import { afterAmbiguousRetry, SpotifyLoginRequiredError, SpotifyOAuthError } fro
 import { FileTokenStore } from "./file_token_store.ts";
 import type { InteractiveFlowOptions } from "./flows.ts";
 import { normalizeScopes, type ScopeInput } from "./scopes.ts";
-import { isTokenExpired, type SpotifyToken } from "./token.ts";
+import { isTokenExpired, redactSecrets, type SpotifyToken } from "./token.ts";
 import { keyName, type TokenKey, type TokenRecord, type TokenStore } from "./token_store.ts";
 
 /** Which flow a session uses to get a token. */
@@ -293,6 +293,14 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
     options.onConsentExpiring({ consentedAt: record.consentedAt, expiresAt });
   };
 
+  // Tokens from any store, including a caller's own, redact their secrets
+  // when inspected.
+  const read = async (signal: AbortSignal | undefined): Promise<TokenRecord | undefined> => {
+    const record = await store.get(key, { signal });
+    if (record) redactSecrets(record.token);
+    return record;
+  };
+
   // Every write goes through the lock, so that a login, a logout and a
   // refresh never interleave their reads and writes.
   const locked = <T>(fn: () => Promise<T>, signal: AbortSignal | undefined): Promise<T> =>
@@ -325,7 +333,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
     }
     // A record the store cannot read is the user's to inspect: fail before
     // the browser opens rather than overwrite it afterwards.
-    await store.get(key, { signal });
+    await read(signal);
     const flowOptions: InteractiveFlowOptions = {
       ...endpoint,
       clientId,
@@ -358,7 +366,18 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
     cause?: unknown,
   ): Promise<SpotifyToken> => {
     const interactive = options.interactive ?? isTerminal();
-    return interactive ? login(signal) : Promise.reject(loginRequired(why, cause));
+    return interactive ? loginIfStillNeeded(signal) : Promise.reject(loginRequired(why, cause));
+  };
+
+  // A caller whose store read began before another caller's login finished
+  // finds that login's token here instead of opening a second browser.
+  const loginIfStillNeeded = async (signal: AbortSignal | undefined): Promise<SpotifyToken> => {
+    const current = await read(signal);
+    if (current && isFresh(current) && hasScopes(current)) {
+      cached = current;
+      return current.token;
+    }
+    return login(signal);
   };
 
   type Outcome = { token: SpotifyToken } | { login: string; cause?: unknown };
@@ -367,7 +386,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
   // meanwhile), then refresh or fetch a new app token.
   const renewUnderLock = (signal: AbortSignal): Promise<Outcome> =>
     locked(async (): Promise<Outcome> => {
-      const current = await store.get(key, { signal });
+      const current = await read(signal);
       if (flow === "client_credentials") {
         if (current && isFresh(current)) return { token: current.token };
         const { clientCredentialsFlow } = await loadFlows();
@@ -411,7 +430,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
         ) {
           // A lease that expired, or a store without a lock of its own, may
           // have let another process write a rotated token: that one lives.
-          const latest = await store.get(key, { signal });
+          const latest = await read(signal);
           if (
             latest && latest.token.refreshToken !== current.token.refreshToken && hasScopes(latest)
           ) {
@@ -445,7 +464,10 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
   // another process's lock.
   const requestTimeout = options.requestTimeout ?? 30_000;
   const retries = options.retries ?? 2;
-  const renewLimit = (retries + 2) * requestTimeout + retries * (options.maxRetryDelay ?? 10_000);
+  const renewLimit = Math.min(
+    (retries + 2) * requestTimeout + retries * (options.maxRetryDelay ?? 10_000),
+    2 ** 31 - 1, // the longest timer there is; NaN from bad options ends up here too
+  ) || 2 ** 31 - 1;
   const renewShared = shared((signal) =>
     withTimeout(
       renewUnderLock,
@@ -465,7 +487,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
     const { signal } = callOptions;
     signal?.throwIfAborted();
     if (cached && isFresh(cached) && hasScopes(cached)) return cached.token;
-    const record = await store.get(key, { signal });
+    const record = await read(signal);
     if (flow === "client_credentials") {
       if (!record || !isFresh(record)) return renew(signal);
       cached = record;
@@ -534,6 +556,8 @@ function shared<T>(
     } finally {
       current.waiters--;
       if (signal?.aborted && current.waiters === 0 && run === current) {
+        // A caller who comes next must start afresh, not join a dead run.
+        run = undefined;
         current.controller.abort(signal.reason);
       }
     }

@@ -89,7 +89,7 @@ function backoff(attempt: number): number {
 /** A `Retry-After` header in milliseconds, if it is a number of seconds or a date. */
 function retryAfter(header: string | null): number | undefined {
   if (header === null) return undefined;
-  if (/^\d+$/.test(header.trim())) return Number(header) * 1000;
+  if (/^\d+(\.\d+)?$/.test(header.trim())) return Number(header) * 1000;
   const date = Date.parse(header);
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
@@ -118,6 +118,11 @@ export async function requestToken(
   checkTimeout("requestTimeout", requestTimeout);
   if (!Number.isInteger(retries) || retries < 0) {
     throw new RangeError(`Cannot use retries ${retries}: it must be a whole number from 0`);
+  }
+  if (typeof maxRetryDelay !== "number" || !(maxRetryDelay >= 0) || maxRetryDelay > 2 ** 31 - 1) {
+    throw new RangeError(
+      `Cannot use maxRetryDelay ${maxRetryDelay}: it must be a number of milliseconds from 0 to 2147483647`,
+    );
   }
   const endpoint = new URL(options.tokenEndpoint ?? SPOTIFY_TOKEN_ENDPOINT);
   const body = new URLSearchParams(params);
@@ -195,10 +200,15 @@ export async function requestToken(
     // counts from here: never later than the server's own clock.
     sentAt = now();
     result = await send();
+    // The server's Retry-After is honoured, or the error returned at once when
+    // it asks for more than maxRetryDelay; our own backoff is capped by it.
+    const asked = "failure" in result
+      ? undefined
+      : retryAfter(result.response.headers.get("retry-after"));
     const wait = "failure" in result
-      ? result.retryable ? backoff(attempt) : undefined
+      ? result.retryable ? Math.min(backoff(attempt), maxRetryDelay) : undefined
       : RETRY_STATUSES.has(result.response.status)
-      ? retryAfter(result.response.headers.get("retry-after")) ?? backoff(attempt)
+      ? asked ?? Math.min(backoff(attempt), maxRetryDelay)
       : undefined;
     if (wait === undefined || attempt >= retries || wait > maxRetryDelay) break;
     if ("failure" in result || ![429, 503].includes(result.response.status)) ambiguous = true;

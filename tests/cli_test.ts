@@ -229,3 +229,14 @@ Deno.test("spotikit emulator prints its endpoints and stops on Ctrl+C", async ()
   strictEqual(code, 0);
   match(stderr.text, /Emulator stopped\.\n$/);
 });
+
+Deno.test("spotikit emulator on a port in use fails in one line", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { code, stdout, stderr } = await run(["emulator", "--port", String(taken.addr.port)]);
+  strictEqual(code, 1);
+  strictEqual(stdout, "");
+  strictEqual(
+    stderr,
+    `Cannot start the accounts emulator: port ${taken.addr.port} on 127.0.0.1 is already in use; pick another --port, or 0 for any free one.\n`,
+  );
+});

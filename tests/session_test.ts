@@ -502,3 +502,84 @@ Deno.test("login() refuses to overwrite a token file it cannot read", async () =
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a caller who comes after everyone gave up starts a fresh refresh", async () => {
+  await using emulator = await startAccountsEmulator({ clients: [client], autoApprove: true });
+  const { store: inner } = await expiredStore(emulator);
+  // The lock is held elsewhere until the gate opens; the given-up refresh
+  // is still queued for it when the next caller arrives.
+  const gate = Promise.withResolvers<void>();
+  const waiting = Promise.withResolvers<void>();
+  let queue = Promise.resolve();
+  const store: TokenStore = {
+    get: (key) => inner.get(key),
+    set: (key, record) => inner.set(key, record),
+    delete: (key) => inner.delete(key),
+    lock: async (_key, fn) => {
+      waiting.resolve();
+      await gate.promise;
+      const run = queue.then(fn);
+      queue = run.then(() => {}, () => {});
+      return await run;
+    },
+  };
+  const auth = sessionAt(emulator, store);
+  const controller = new AbortController();
+  const gaveUp = auth.getAccessToken({ signal: controller.signal });
+  await waiting.promise;
+  controller.abort(new Error("gave up"));
+  await rejects(gaveUp, { message: "gave up" });
+  const next = auth.getAccessToken();
+  gate.resolve();
+  ok(await next, "the next caller is not handed the old abort");
+});
+
+Deno.test("a caller whose store read was stale does not open a second login", async () => {
+  await using emulator = await startAccountsEmulator({ clients: [client], autoApprove: true });
+  const inner = new MemoryTokenStore();
+  let hold: Promise<void> | undefined;
+  // Answers with what the store held when asked, however late it answers.
+  const store: TokenStore = {
+    get: async (key) => {
+      const wait = hold;
+      const answer = await inner.get(key);
+      if (wait) await wait;
+      return answer;
+    },
+    set: (key, record) => inner.set(key, record),
+    delete: (key) => inner.delete(key),
+  };
+  let logins = 0;
+  let done = Promise.resolve();
+  const auth = sessionAt(emulator, store, {
+    interactive: true,
+    openBrowser: (url) => {
+      logins++;
+      done = consent(url).then(() => {});
+    },
+  });
+  const release = Promise.withResolvers<void>();
+  hold = release.promise;
+  const late = auth.getToken();
+  hold = undefined;
+  const first = await auth.getToken();
+  await done;
+  release.resolve();
+  strictEqual((await late).accessToken, first.accessToken);
+  strictEqual(logins, 1);
+});
+
+Deno.test("tokens from a caller's own store redact their secrets too", async () => {
+  await using emulator = await startAccountsEmulator({ clients: [client], autoApprove: true });
+  const token = await loginAt(emulator);
+  const map = new Map<string, unknown>();
+  const store: TokenStore = {
+    get: () => Promise.resolve(structuredClone(map.get("t")) as never),
+    set: (_key, record) => Promise.resolve(void map.set("t", structuredClone(record))),
+    delete: () => Promise.resolve(void map.delete("t")),
+  };
+  await store.set(key, { token: structuredClone(token), consentedAt: 1 });
+  const shown = Deno.inspect(await sessionAt(emulator, store).getToken());
+  ok(shown.includes('accessToken: "[redacted]"'), shown);
+  ok(!shown.includes(token.accessToken));
+});

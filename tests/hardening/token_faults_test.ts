@@ -212,3 +212,25 @@ Deno.test("a stored refresh token survives every fault during a refresh", async 
     ok((await store.get(key))?.token.expiresAt! > Date.now());
   });
 });
+
+Deno.test("retries beyond what maxRetryDelay would allow for backoff still all happen", async () => {
+  await using emulator = await startAccountsEmulator({ clients: [client] });
+  const down = { status: 503 };
+  emulator.injectTokenFaults(down, down, down, down);
+  ok(await appToken(emulator, { retries: 4, maxRetryDelay: 50 }));
+  strictEqual(emulator.tokenRequests, 5);
+});
+
+Deno.test("retry options that make no sense are refused", async () => {
+  await using emulator = await startAccountsEmulator({ clients: [client] });
+  await rejects(appToken(emulator, { maxRetryDelay: Number.NaN }), {
+    name: "RangeError",
+    message:
+      "Cannot use maxRetryDelay NaN: it must be a number of milliseconds from 0 to 2147483647",
+  });
+  await rejects(appToken(emulator, { retries: -1 }), {
+    name: "RangeError",
+    message: "Cannot use retries -1: it must be a whole number from 0",
+  });
+  strictEqual(emulator.tokenRequests, 0);
+});
