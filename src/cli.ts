@@ -23,7 +23,7 @@
 
 import { SpotifyAuthError, SpotifyLoginRequiredError } from "./errors.ts";
 import { FileTokenStore } from "./file_token_store.ts";
-import { createSpotifyAuth, type SpotifyAuthOptions } from "./session.ts";
+import { consentExpiresAt, createSpotifyAuth, type SpotifyAuthOptions } from "./session.ts";
 import type { AccountsEmulator } from "./emulator.ts";
 import type { TokenRecord } from "./token_store.ts";
 import { formatDuration } from "./_timing.ts";
@@ -364,8 +364,6 @@ function describe(
   const base = { clientId: key.clientId, user: key.user ?? null };
   if (!record) return { loggedIn: false, ...base };
   const { token, consentedAt } = record;
-  const sixMonths = consentedAt === undefined ? undefined : new Date(consentedAt);
-  sixMonths?.setUTCMonth(sixMonths.getUTCMonth() + 6);
   return {
     loggedIn: true,
     ...base,
@@ -374,7 +372,9 @@ function describe(
     expired: token.expiresAt <= Date.now(),
     canRefresh: token.refreshToken !== undefined,
     consentedAt: consentedAt === undefined ? null : new Date(consentedAt).toISOString(),
-    refreshTokenExpiresAt: sixMonths ? sixMonths.toISOString() : null,
+    refreshTokenExpiresAt: consentedAt === undefined
+      ? null
+      : new Date(consentExpiresAt(consentedAt)).toISOString(),
   };
 }
 

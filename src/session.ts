@@ -287,7 +287,7 @@ export function createSpotifyAuth(options: SpotifyAuthOptions = {}): SpotifyAuth
 
   const warnIfConsentExpiring = (record: TokenRecord): void => {
     if (warned || !options.onConsentExpiring || record.consentedAt === undefined) return;
-    const expiresAt = addMonths(record.consentedAt, 6);
+    const expiresAt = consentExpiresAt(record.consentedAt);
     if (now() < expiresAt - warnBefore) return;
     warned = true;
     options.onConsentExpiring({ consentedAt: record.consentedAt, expiresAt });
@@ -596,9 +596,10 @@ function isTerminal(): boolean {
   }
 }
 
-function addMonths(epochMs: number, months: number): number {
-  const date = new Date(epochMs);
-  date.setUTCMonth(date.getUTCMonth() + months);
+/** When Spotify stops accepting a refresh token: six months after consent. */
+export function consentExpiresAt(consentedAt: number): number {
+  const date = new Date(consentedAt);
+  date.setUTCMonth(date.getUTCMonth() + 6);
   return date.getTime();
 }
 

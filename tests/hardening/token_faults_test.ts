@@ -15,6 +15,7 @@ import {
   startAccountsEmulator,
   type TokenFault,
 } from "../../src/emulator.ts";
+import { consent } from "../_user_agent.ts";
 
 const client = {
   clientId: "faults-client",
@@ -157,13 +158,7 @@ Deno.test("a stored refresh token survives every fault during a refresh", async 
     redirectUri: "http://127.0.0.1/callback",
     authorizeEndpoint: emulator.authorizeEndpoint,
     tokenEndpoint: emulator.tokenEndpoint,
-    openBrowser: (url) => {
-      browser = (async () => {
-        const consent = await fetch(url, { redirect: "manual" });
-        await consent.body?.cancel();
-        await (await fetch(consent.headers.get("location")!)).body?.cancel();
-      })();
-    },
+    openBrowser: (url) => void (browser = consent(url).then(() => {})),
   });
   await browser;
   const key = { clientId: client.clientId };
